@@ -1,0 +1,285 @@
+//! Agent configuration: raw TOML (`deny_unknown_fields`) → [`Config::parse`] → typed
+//! [`Config`]. Every error names the file and the key; the binary exits 64 on them.
+//!
+//! ```toml
+//! [collector]
+//! url = "https://collector.example.net:7443"
+//! ca = "/etc/nightowl/ca.pem"          # the collector's CA
+//! cert = "/etc/nightowl/agent.pem"     # this agent's client certificate (its identity)
+//! key = "/etc/nightowl/agent.key"
+//! # server_name = "collector.example.net"   # TLS name to verify; default: the URL's host
+//!
+//! [agent]
+//! state_dir = "/var/lib/nightowl-agent"   # spool lives here
+//! interval = "10s"                         # how often probes sample
+//! heartbeat = "10s"                        # keep-alive towards the collector
+//!
+//! [spool]                                  # bound on unacked reports (oldest dropped first)
+//! max_reports = 100000
+//! max_bytes = 67108864
+//!
+//! [disk]                                   # see probes::disk::DiskConfig
+//! include = ["/", "/var"]
+//! ```
+//!
+//! Relative paths are taken relative to the directory of the config file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::probes::disk::DiskConfig;
+use crate::spool::SpoolLimits;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {key}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    /// Dotted key path, or the TOML parser's location of the problem.
+    pub key: String,
+    pub message: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    collector: Option<RawCollector>,
+    #[serde(default)]
+    agent: RawAgent,
+    #[serde(default)]
+    spool: RawSpool,
+    #[serde(default)]
+    disk: DiskConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCollector {
+    url: Option<String>,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    server_name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    state_dir: Option<PathBuf>,
+    interval: Option<String>,
+    heartbeat: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpool {
+    max_reports: Option<u64>,
+    max_bytes: Option<u64>,
+}
+
+/// Where and how to reach the collector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectorConfig {
+    pub url: String,
+    /// Host name the collector's certificate must carry.
+    pub server_name: String,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub source: String,
+    /// Required by `run`; `check` works without it.
+    pub collector: Option<CollectorConfig>,
+    pub state_dir: PathBuf,
+    pub interval: Duration,
+    pub heartbeat: Duration,
+    pub spool: SpoolLimits,
+    pub disk: DiskConfig,
+}
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/nightowl/agent.toml";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/nightowl-agent";
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+            file: file.clone(),
+            key: "(file)".into(),
+            message: format!("cannot read: {error}"),
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse(&text, &file, &base)
+    }
+
+    /// No config file: every probe with its defaults, no collector (enough for `check`).
+    pub fn embedded() -> Config {
+        Self::parse("", "<embedded defaults>", Path::new(".")).expect("embedded defaults are valid")
+    }
+
+    pub fn parse(text: &str, file: &str, base: &Path) -> Result<Config, ConfigError> {
+        let error =
+            |key: &str, message: String| ConfigError { file: file.to_owned(), key: key.to_owned(), message };
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|parse| error(&location(text, &parse), parse.message().to_owned()))?;
+        let resolve = |path: PathBuf| if path.is_absolute() { path } else { base.join(path) };
+
+        let collector = match raw.collector {
+            None => None,
+            Some(collector) => {
+                let url = collector.url.ok_or_else(|| {
+                    error("collector.url", "missing: e.g. \"https://collector:7443\"".into())
+                })?;
+                let host = url
+                    .strip_prefix("https://")
+                    .ok_or_else(|| {
+                        error(
+                            "collector.url",
+                            format!("{url:?} must start with https:// (the session is always mutual TLS)"),
+                        )
+                    })?
+                    .split(['/', '?'])
+                    .next()
+                    .unwrap_or("");
+                let host = match host.strip_prefix('[') {
+                    // [::1]:7443
+                    Some(rest) => rest.split(']').next().unwrap_or("").to_owned(),
+                    None => host.rsplit_once(':').map_or(host, |(name, _port)| name).to_owned(),
+                };
+                if host.is_empty() {
+                    return Err(error("collector.url", format!("{url:?} has no host")));
+                }
+                let path = |key: &str, value: Option<PathBuf>| {
+                    value.map(resolve).ok_or_else(|| error(key, "missing: path to a PEM file".into()))
+                };
+                Some(CollectorConfig {
+                    server_name: collector.server_name.unwrap_or(host),
+                    ca: path("collector.ca", collector.ca)?,
+                    cert: path("collector.cert", collector.cert)?,
+                    key: path("collector.key", collector.key)?,
+                    url,
+                })
+            }
+        };
+        let duration =
+            |key: &str, value: Option<String>, default: Duration| -> Result<Duration, ConfigError> {
+                let Some(text) = value else { return Ok(default) };
+                let parsed = humantime::parse_duration(&text).map_err(|parse| {
+                    error(key, format!("{text:?} is not a duration ({parse}): use e.g. \"10s\", \"1m\""))
+                })?;
+                if parsed < MIN_INTERVAL {
+                    return Err(error(key, format!("{text:?} is too short: at least 100ms")));
+                }
+                Ok(parsed)
+            };
+        let interval = duration("agent.interval", raw.agent.interval, Duration::from_secs(10))?;
+        let heartbeat = duration("agent.heartbeat", raw.agent.heartbeat, Duration::from_secs(10))?;
+        let defaults = SpoolLimits::default();
+        let spool = SpoolLimits {
+            max_reports: match raw.spool.max_reports {
+                Some(0) => return Err(error("spool.max_reports", "must be at least 1".into())),
+                Some(count) => count,
+                None => defaults.max_reports,
+            },
+            max_bytes: match raw.spool.max_bytes {
+                Some(bytes) if bytes < 64 * 1024 => {
+                    return Err(error("spool.max_bytes", format!("{bytes} is too small: at least 65536")));
+                }
+                Some(bytes) => bytes,
+                None => defaults.max_bytes,
+            },
+        };
+        raw.disk.validate().map_err(|message| error("disk", message))?;
+        Ok(Config {
+            source: file.to_owned(),
+            collector,
+            state_dir: raw.agent.state_dir.map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), resolve),
+            interval,
+            heartbeat,
+            spool,
+            disk: raw.disk,
+        })
+    }
+}
+
+/// "line 3, key `agent.intervall`" for a TOML error.
+fn location(text: &str, error: &toml::de::Error) -> String {
+    let Some(span) = error.span() else {
+        return "(document)".into();
+    };
+    let line_index = text[..span.start.min(text.len())].matches('\n').count();
+    let line = text.lines().nth(line_index).unwrap_or("").trim();
+    let key = line.split('=').next().unwrap_or("").trim();
+    let table = text
+        .lines()
+        .take(line_index + 1)
+        .filter_map(|line| {
+            line.trim().strip_prefix('[').and_then(|rest| rest.strip_suffix(']')).map(str::trim)
+        })
+        .last();
+    match (table, key.is_empty() || key.starts_with('[')) {
+        (_, true) => format!("line {}", line_index + 1),
+        (Some(table), false) => format!("line {}, key `{table}.{key}`", line_index + 1),
+        (None, false) => format!("line {}, key `{key}`", line_index + 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "/etc/nightowl/agent.toml", Path::new("/etc/nightowl"))
+    }
+
+    #[test]
+    fn full_config() {
+        let config = parse(
+            "[collector]\nurl = \"https://noc.example.net:7443\"\nca = \"ca.pem\"\ncert = \"/pki/a.pem\"\nkey = \"a.key\"\n\
+             [agent]\nstate_dir = \"state\"\ninterval = \"2s\"\n[spool]\nmax_reports = 10\n[disk]\ninclude = [\"/\"]\n",
+        )
+        .unwrap();
+        let collector = config.collector.unwrap();
+        assert_eq!(collector.server_name, "noc.example.net");
+        assert_eq!(collector.ca, Path::new("/etc/nightowl/ca.pem"));
+        assert_eq!(collector.cert, Path::new("/pki/a.pem"));
+        assert_eq!(config.state_dir, Path::new("/etc/nightowl/state"));
+        assert_eq!(config.interval, Duration::from_secs(2));
+        assert_eq!(config.spool.max_reports, 10);
+        assert_eq!(config.disk.include, vec![PathBuf::from("/")]);
+    }
+
+    #[test]
+    fn server_name_from_ip_and_ipv6_urls() {
+        let base = "ca = \"c\"\ncert = \"c\"\nkey = \"k\"\n";
+        let config = parse(&format!("[collector]\nurl = \"https://127.0.0.1:7443\"\n{base}")).unwrap();
+        assert_eq!(config.collector.unwrap().server_name, "127.0.0.1");
+        let config = parse(&format!("[collector]\nurl = \"https://[::1]:7443/\"\n{base}")).unwrap();
+        assert_eq!(config.collector.unwrap().server_name, "::1");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("[agent]\nintervall = \"5s\"", "line 2, key `agent.intervall`"),
+            ("[agent]\ninterval = \"often\"", "agent.interval"),
+            ("[agent]\ninterval = \"1ms\"", "agent.interval"),
+            ("[agent]\ninterval = 5", "line 2, key `agent.interval`"),
+            ("[collector]\nurl = \"http://x:1\"\nca = \"c\"\ncert = \"c\"\nkey = \"k\"", "collector.url"),
+            ("[collector]\nurl = \"https://x:1\"\ncert = \"c\"\nkey = \"k\"", "collector.ca"),
+            ("[spool]\nmax_reports = 0", "spool.max_reports"),
+            ("[disk]\ninclude = [\"relative\"]", "disk"),
+            ("bogus = 1", "line 1, key `bogus`"),
+        ];
+        for (text, key) in cases {
+            let error = parse(text).unwrap_err();
+            assert_eq!(error.key, key, "{text}: {error}");
+            assert!(error.to_string().starts_with("/etc/nightowl/agent.toml: "), "{error}");
+        }
+    }
+}

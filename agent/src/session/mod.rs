@@ -1,0 +1,245 @@
+//! The agent's side of the session: connect with mutual TLS, say Hello, stream spooled
+//! reports, delete what the collector acks, reconnect with backoff when anything fails.
+//!
+//! Delivery: a report is in the spool before it is sent; it leaves the spool only when
+//! an Ack covers its seq. After a reconnect everything unacked is sent again (the
+//! collector drops what it already has). At most [`WINDOW`] reports are in flight.
+
+mod backoff;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nightowl_proto::v1::collector_client::CollectorClient;
+use nightowl_proto::{AgentMessage, CollectorMessage, Hello, collector_message};
+use tokio::sync::{Notify, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+pub use backoff::Backoff;
+
+use crate::config::CollectorConfig;
+use crate::spool::{Spool, SpoolError};
+
+/// Reports sent but not yet acked, at most.
+pub const WINDOW: u64 = 64;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest message we accept from the collector.
+const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot read {path}: {source}")]
+    ReadPem { path: String, source: std::io::Error },
+    #[error("invalid collector url: {0}")]
+    Url(String),
+    #[error("cannot connect: {0}")]
+    Connect(tonic::transport::Error),
+    #[error("collector refused or ended the session: {code:?}: {message}")]
+    Status { code: tonic::Code, message: String },
+    #[error("collector closed the session")]
+    Closed,
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error("spool task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl From<tonic::Status> for SessionError {
+    fn from(status: tonic::Status) -> Self {
+        SessionError::Status { code: status.code(), message: status.message().to_owned() }
+    }
+}
+
+/// The spool, shared by the sampler (append) and the session (read, ack). Every call
+/// goes through `spawn_blocking`: SQLite fsyncs.
+pub type SharedSpool = Arc<Mutex<Spool>>;
+
+pub async fn with_spool<T: Send + 'static>(
+    spool: &SharedSpool,
+    work: impl FnOnce(&mut Spool) -> Result<T, SpoolError> + Send + 'static,
+) -> Result<T, SessionError> {
+    let spool = spool.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut spool = spool.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        work(&mut spool)
+    })
+    .await?;
+    Ok(result?)
+}
+
+/// What the agent says about itself in Hello.
+#[derive(Debug, Clone)]
+pub struct AgentInfo {
+    pub hostname: String,
+    pub os: String,
+    pub boot_id: String,
+}
+
+impl AgentInfo {
+    pub fn detect() -> Self {
+        Self {
+            hostname: sysinfo::System::host_name().unwrap_or_default(),
+            os: sysinfo::System::long_os_version().unwrap_or_default(),
+            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .map(|id| id.trim().to_owned())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Keeps a session up until `shutdown`: connect, stream, and on any failure wait with
+/// backoff and start again. Never returns an error: failures are logged and retried.
+pub async fn run(
+    collector: CollectorConfig,
+    spool: SharedSpool,
+    info: AgentInfo,
+    heartbeat: Duration,
+    new_report: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Backoff::default();
+    let stream_id = spool.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).stream_id().to_owned();
+    loop {
+        let mut established = false;
+        let outcome = tokio::select! {
+            () = shutdown.cancelled() => return,
+            outcome = session(&collector, &spool, &info, &stream_id, heartbeat, &new_report, &shutdown, &mut established) => outcome,
+        };
+        if established {
+            backoff.reset();
+        }
+        match outcome {
+            Ok(()) => return,
+            Err(error) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(%error, retry_in = ?delay, url = %collector.url, "collector session lost");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {},
+                }
+            }
+        }
+    }
+}
+
+async fn connect(collector: &CollectorConfig) -> Result<Channel, SessionError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|source| SessionError::ReadPem { path: path.display().to_string(), source })
+    };
+    // Read on every connect: a renewed certificate is picked up without a restart.
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(&collector.ca)?))
+        .identity(Identity::from_pem(read(&collector.cert)?, read(&collector.key)?))
+        .domain_name(collector.server_name.clone());
+    let endpoint = Endpoint::from_shared(collector.url.clone())
+        .map_err(|error| SessionError::Url(error.to_string()))?
+        .tls_config(tls)
+        .map_err(|error| SessionError::Url(error.to_string()))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .tcp_keepalive(Some(Duration::from_secs(60)))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true);
+    endpoint.connect().await.map_err(SessionError::Connect)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn session(
+    collector: &CollectorConfig,
+    spool: &SharedSpool,
+    info: &AgentInfo,
+    stream_id: &str,
+    heartbeat: Duration,
+    new_report: &Notify,
+    shutdown: &CancellationToken,
+    established: &mut bool,
+) -> Result<(), SessionError> {
+    let channel = connect(collector).await?;
+    let mut client = CollectorClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let (outbound, receiver) = mpsc::channel::<AgentMessage>(WINDOW as usize + 4);
+    let hello = Hello {
+        hostname: info.hostname.clone(),
+        os: info.os.clone(),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        boot_id: info.boot_id.clone(),
+        stream_id: stream_id.to_owned(),
+        tenant: String::new(),
+        agent: String::new(),
+    };
+    outbound.send(AgentMessage::hello(hello)).await.map_err(|_| SessionError::Closed)?;
+    let mut inbound = client.session(ReceiverStream::new(receiver)).await?.into_inner();
+
+    // The collector first tells us what it already has.
+    let first = inbound.message().await?.ok_or(SessionError::Closed)?;
+    let mut acked =
+        ack_of(first).ok_or(SessionError::Protocol("the collector must answer hello with an ack"))?;
+    *established = true;
+    let deleted = with_spool(spool, move |spool| spool.ack(acked)).await?;
+    tracing::info!(url = %collector.url, collector_has = acked, deleted, "session established");
+    let mut sent = acked;
+    let mut ticker = tokio::time::interval(heartbeat);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.reset();
+
+    loop {
+        // Fill the window from the spool.
+        let room = WINDOW.saturating_sub(sent.saturating_sub(acked));
+        if room > 0 {
+            let after = sent;
+            let batch = with_spool(spool, move |spool| spool.pending_after(after, room as usize)).await?;
+            for report in batch {
+                sent = report.seq;
+                outbound.send(AgentMessage::report(report)).await.map_err(|_| SessionError::Closed)?;
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = new_report.notified() => {}
+            _ = ticker.tick() => {
+                outbound.send(AgentMessage::heartbeat(now_ms())).await.map_err(|_| SessionError::Closed)?;
+            }
+            message = inbound.message() => {
+                let message = message?.ok_or(SessionError::Closed)?;
+                let Some(seq) = ack_of(message) else { continue };
+                if seq > acked {
+                    acked = seq;
+                    with_spool(spool, move |spool| spool.ack(seq)).await?;
+                }
+                // After a collector-side restore the collector may be ahead of what we sent.
+                sent = sent.max(acked);
+            }
+        }
+    }
+}
+
+/// The Ack in a collector message. Policy and action requests are for later agent
+/// versions: logged and ignored, and an action request is never executed here (the
+/// agent runs only actions its LOCAL config pre-authorises; see DESIGN "Identity and trust").
+fn ack_of(message: CollectorMessage) -> Option<u64> {
+    match message.msg {
+        Some(collector_message::Msg::Ack(ack)) => Some(ack.seq),
+        Some(collector_message::Msg::Policy(_)) => {
+            tracing::warn!("collector sent a policy; this agent version does not apply policies");
+            None
+        }
+        Some(collector_message::Msg::ActionRequest(request)) => {
+            tracing::warn!(action = %request.action_id, "collector requested an action; this agent version runs none");
+            None
+        }
+        None => None,
+    }
+}
+
+/// Unix epoch milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,876 @@
+//! Durable, bounded spool of reports the collector has not acked yet.
+//!
+//! # File
+//!
+//! One SQLite database, `<state dir>/spool.db` (the directory is created with mode 0700 if
+//! missing), in WAL mode with `synchronous = FULL`: a transaction that has committed is on
+//! disk, and a reader (`nightowl-agent spool`, [`Spool::stats_at`]) can look at a consistent
+//! snapshot while the agent writes. The page cache is capped at 256 KiB (`cache_size = -256`)
+//! and the WAL file is truncated to 4 MiB after checkpoints: the agent targets < 8 MiB RSS.
+//!
+//! # Tables (schema version 1)
+//!
+//! - `meta(key TEXT PRIMARY KEY, value)`, one row per key:
+//!   - `schema_version` = 1;
+//!   - `stream_id`: a UUIDv7 string, created once with the spool;
+//!   - `next_seq`: the seq the next append gets (starts at 1);
+//!   - `dropped_total`: reports ever dropped to respect the bound;
+//!   - `pending_count`, `pending_bytes`: running totals over `reports` (kept in the same
+//!     transaction as every change to `reports`, so enforcing the bound never scans the table).
+//! - `reports(seq INTEGER PRIMARY KEY, len INTEGER, body BLOB)`: `body` is the prost-encoded
+//!   `nightowl.v1.Report` (its `seq` field equals the row's seq), `len` is `length(body)`.
+//!
+//! # Invariants
+//!
+//! 1. A seq is assigned once and strictly increases: `next_seq` only grows, in the same
+//!    transaction as the insert, and is never derived from the rows — so it is never reused,
+//!    even after every report was acked and deleted, or across restarts. An ack beyond the
+//!    newest seq deletes everything and leaves `next_seq` where it is.
+//! 2. A report is durable before [`Spool::append`] returns (committed, `synchronous = FULL`).
+//! 3. A report is deleted only when an ack covers it (`ack(n)` covers every seq <= n) or when
+//!    the bound forces the oldest reports out. Both delete from the oldest end, so the pending
+//!    seqs always form one contiguous range `oldest..=newest`, with `newest < next_seq`.
+//! 4. Drops are counted persistently (`dropped_total`, same transaction as the deletion) and
+//!    logged with `tracing::warn!` carrying the counts.
+//! 5. The stream id identifies this seq sequence to the collector. It never changes for the
+//!    life of the file; a wiped state directory is a new spool, hence a new stream.
+//!
+//! # Bound
+//!
+//! [`SpoolLimits`] bounds the pending reports by count and by encoded bytes. An append first
+//! drops the oldest pending reports until the new one fits (count + 1 <= `max_reports` and
+//! bytes + len <= `max_bytes`), then inserts. The report being appended is never dropped by
+//! its own append: a single report larger than `max_bytes` (or `max_reports` = 0) leaves it as
+//! the only pending report. Limits lowered between runs are enforced by the next append.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nightowl_proto::{CheckResult, Report};
+use prost::Message;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+
+/// File name of the spool inside the agent's state directory.
+pub const FILE_NAME: &str = "spool.db";
+
+const SCHEMA_VERSION: i64 = 1;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Upper bounds on the pending (unacked) reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpoolLimits {
+    pub max_reports: u64,
+    pub max_bytes: u64,
+}
+
+impl Default for SpoolLimits {
+    fn default() -> Self {
+        SpoolLimits { max_reports: 100_000, max_bytes: 64 * 1024 * 1024 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool {}: {error}", path.display())]
+    Sqlite { path: PathBuf, error: rusqlite::Error },
+    #[error("spool {}: {error}", path.display())]
+    Io { path: PathBuf, error: std::io::Error },
+    #[error("no spool at {}", path.display())]
+    NotFound { path: PathBuf },
+    #[error("spool {}: report seq {seq} is corrupt: {detail}", path.display())]
+    CorruptReport { path: PathBuf, seq: u64, detail: String },
+    #[error("spool {}: metadata is corrupt: {detail}", path.display())]
+    CorruptMeta { path: PathBuf, detail: String },
+    #[error("spool {}: unsupported: {detail}", path.display())]
+    Unsupported { path: PathBuf, detail: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SpoolStats {
+    pub stream_id: String,
+    pub pending: u64,
+    pub pending_bytes: u64,
+    pub oldest_seq: Option<u64>,
+    pub newest_seq: Option<u64>,
+    pub next_seq: u64,
+    pub dropped_total: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: u64,
+    /// Reports dropped by this append to respect the bound.
+    pub dropped: u64,
+}
+
+/// The open spool. Owns its connection: `Send`, not `Sync`; the caller wraps it in a mutex.
+#[derive(Debug)]
+pub struct Spool {
+    conn: Connection,
+    path: PathBuf,
+    limits: SpoolLimits,
+    stream_id: String,
+}
+
+impl Spool {
+    /// Opens or creates `<dir>/spool.db` (creating `dir` with mode 0700 if missing).
+    pub fn open(dir: &Path, limits: SpoolLimits) -> Result<Spool, SpoolError> {
+        create_dir(dir)?;
+        let path = dir.join(FILE_NAME);
+        let mut conn = Connection::open(&path).map_err(sql(&path))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql(&path))?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(sql(&path))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(SpoolError::Unsupported {
+                path,
+                detail: format!("journal_mode is {mode}, WAL is required"),
+            });
+        }
+        conn.execute_batch(
+            "PRAGMA synchronous = FULL;
+             PRAGMA cache_size = -256;
+             PRAGMA journal_size_limit = 4194304;",
+        )
+        .map_err(sql(&path))?;
+
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(&path))?;
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (
+                 key TEXT PRIMARY KEY NOT NULL,
+                 value NOT NULL
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS reports (
+                 seq INTEGER PRIMARY KEY,
+                 len INTEGER NOT NULL,
+                 body BLOB NOT NULL
+             );",
+        )
+        .map_err(sql(&path))?;
+        let version: Option<i64> = tx
+            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |row| row.get(0))
+            .optional()
+            .map_err(sql(&path))?;
+        let stream_id = match version {
+            None => {
+                let stream_id = uuid::Uuid::now_v7().to_string();
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES
+                         ('schema_version', ?1), ('stream_id', ?2), ('next_seq', 1),
+                         ('dropped_total', 0), ('pending_count', 0), ('pending_bytes', 0)",
+                    params![SCHEMA_VERSION, stream_id],
+                )
+                .map_err(sql(&path))?;
+                tracing::info!(path = %path.display(), %stream_id, "created spool");
+                stream_id
+            }
+            Some(_) => {
+                check_schema(&tx, &path)?;
+                meta_text(&tx, &path, "stream_id")?
+            }
+        };
+        tx.commit().map_err(sql(&path))?;
+        Ok(Spool { conn, path, limits, stream_id })
+    }
+
+    /// Read-only look for `nightowl-agent spool` while an agent may be running (SQLite WAL
+    /// allows it); error if no spool exists there. Never creates anything.
+    pub fn stats_at(dir: &Path) -> Result<SpoolStats, SpoolError> {
+        let path = dir.join(FILE_NAME);
+        match std::fs::metadata(&path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(SpoolError::NotFound { path });
+            }
+            Err(error) => return Err(SpoolError::Io { path, error }),
+        }
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql(&path))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql(&path))?;
+        conn.pragma_update(None, "cache_size", -256).map_err(sql(&path))?;
+        read_stats(&conn, &path)
+    }
+
+    pub fn stream_id(&self) -> &str {
+        &self.stream_id
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Assigns the next seq, encodes `Report { seq, sampled_at_ms, results }` with prost and
+    /// stores it durably, in one transaction with the `next_seq` bump, any bound-forced
+    /// deletion of the oldest reports and the drop counter.
+    pub fn append(&mut self, sampled_at_ms: i64, results: Vec<CheckResult>) -> Result<Appended, SpoolError> {
+        let path = self.path.as_path();
+        let limits = self.limits;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(path))?;
+        let seq = meta_u64(&tx, path, "next_seq")?;
+        let seq_i = i64::try_from(seq).map_err(|_| SpoolError::CorruptMeta {
+            path: path.to_owned(),
+            detail: format!("next_seq {seq} is out of range"),
+        })?;
+        let count = meta_u64(&tx, path, "pending_count")?;
+        let bytes = meta_u64(&tx, path, "pending_bytes")?;
+
+        let body = Report { seq, sampled_at_ms, results }.encode_to_vec();
+        let len = body.len() as u64;
+
+        // Drop the oldest reports until the new one fits.
+        let must_drop = |dropped: u64, dropped_bytes: u64| {
+            let (count, bytes) = (count - dropped, bytes - dropped_bytes);
+            count > 0 && (count + 1 > limits.max_reports || bytes.saturating_add(len) > limits.max_bytes)
+        };
+        let (mut dropped, mut dropped_bytes) = (0u64, 0u64);
+        let mut dropped_range: Option<(i64, i64)> = None;
+        if must_drop(0, 0) {
+            let mut stmt =
+                tx.prepare_cached("SELECT seq, len FROM reports ORDER BY seq").map_err(sql(path))?;
+            let mut rows = stmt.query([]).map_err(sql(path))?;
+            while let Some(row) = rows.next().map_err(sql(path))? {
+                let s: i64 = row.get(0).map_err(sql(path))?;
+                let l: i64 = row.get(1).map_err(sql(path))?;
+                dropped += 1;
+                dropped_bytes += u64::try_from(l).unwrap_or(0);
+                dropped_range = Some((dropped_range.map_or(s, |(first, _)| first), s));
+                if dropped >= count || !must_drop(dropped, dropped_bytes) {
+                    break;
+                }
+            }
+        }
+        if let Some((_, last)) = dropped_range {
+            tx.prepare_cached("DELETE FROM reports WHERE seq <= ?1")
+                .and_then(|mut stmt| stmt.execute([last]))
+                .map_err(sql(path))?;
+        }
+        tx.prepare_cached("INSERT INTO reports (seq, len, body) VALUES (?1, ?2, ?3)")
+            .and_then(|mut stmt| stmt.execute(params![seq_i, len as i64, body]))
+            .map_err(sql(path))?;
+        set_meta(&tx, path, "next_seq", seq_i + 1)?;
+        set_meta(&tx, path, "pending_count", to_i64(count - dropped + 1))?;
+        set_meta(&tx, path, "pending_bytes", to_i64(bytes - dropped_bytes + len))?;
+        let dropped_total = if dropped > 0 {
+            let total = meta_u64(&tx, path, "dropped_total")? + dropped;
+            set_meta(&tx, path, "dropped_total", to_i64(total))?;
+            Some(total)
+        } else {
+            None
+        };
+        tx.commit().map_err(sql(path))?;
+
+        if let (Some(dropped_total), Some((first, last))) = (dropped_total, dropped_range) {
+            tracing::warn!(
+                path = %path.display(),
+                dropped,
+                dropped_bytes,
+                dropped_total,
+                first_dropped_seq = first,
+                last_dropped_seq = last,
+                max_reports = limits.max_reports,
+                max_bytes = limits.max_bytes,
+                "spool full: dropped oldest unacked reports"
+            );
+        }
+        Ok(Appended { seq, dropped })
+    }
+
+    /// Up to `limit` pending reports with seq > `after`, ascending, decoded.
+    pub fn pending_after(&self, after: u64, limit: usize) -> Result<Vec<Report>, SpoolError> {
+        let path = self.path.as_path();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, body FROM reports WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+            .map_err(sql(path))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut rows = stmt.query(params![to_i64(after), limit]).map_err(sql(path))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(sql(path))? {
+            let seq: i64 = row.get(0).map_err(sql(path))?;
+            let seq = seq as u64;
+            let body = row.get_ref(1).map_err(sql(path))?;
+            let corrupt = |detail: String| SpoolError::CorruptReport { path: path.to_owned(), seq, detail };
+            let body = body.as_blob().map_err(|e| corrupt(format!("body is not a blob: {e}")))?;
+            let report = Report::decode(body).map_err(|e| corrupt(e.to_string()))?;
+            if report.seq != seq {
+                return Err(corrupt(format!("encoded seq is {}", report.seq)));
+            }
+            out.push(report);
+        }
+        Ok(out)
+    }
+
+    /// Deletes every report with seq <= `seq`; returns how many were deleted. An ack beyond
+    /// the newest seq is harmless (deletes all) and does not move `next_seq`.
+    pub fn ack(&mut self, seq: u64) -> Result<u64, SpoolError> {
+        let path = self.path.as_path();
+        let upto = to_i64(seq);
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(path))?;
+        let (deleted, deleted_bytes): (i64, i64) = tx
+            .prepare_cached("SELECT COUNT(*), COALESCE(SUM(len), 0) FROM reports WHERE seq <= ?1")
+            .and_then(|mut stmt| stmt.query_row([upto], |row| Ok((row.get(0)?, row.get(1)?))))
+            .map_err(sql(path))?;
+        let next_seq = meta_u64(&tx, path, "next_seq")?;
+        if deleted > 0 {
+            tx.prepare_cached("DELETE FROM reports WHERE seq <= ?1")
+                .and_then(|mut stmt| stmt.execute([upto]))
+                .map_err(sql(path))?;
+            let count = meta_u64(&tx, path, "pending_count")?;
+            let bytes = meta_u64(&tx, path, "pending_bytes")?;
+            let (deleted, deleted_bytes) = (deleted as u64, deleted_bytes as u64);
+            if deleted > count || deleted_bytes > bytes {
+                return Err(SpoolError::CorruptMeta {
+                    path: path.to_owned(),
+                    detail: format!(
+                        "pending totals ({count} reports, {bytes} bytes) below what ack {seq} \
+                         deletes ({deleted} reports, {deleted_bytes} bytes)"
+                    ),
+                });
+            }
+            set_meta(&tx, path, "pending_count", to_i64(count - deleted))?;
+            set_meta(&tx, path, "pending_bytes", to_i64(bytes - deleted_bytes))?;
+            tx.commit().map_err(sql(path))?;
+        }
+        // else: nothing to write; dropping `tx` rolls back the read transaction.
+        if seq >= next_seq {
+            tracing::warn!(
+                path = %path.display(),
+                ack = seq,
+                next_seq,
+                "collector acked a seq this spool never assigned"
+            );
+        }
+        Ok(deleted as u64)
+    }
+
+    pub fn stats(&self) -> Result<SpoolStats, SpoolError> {
+        read_stats(&self.conn, &self.path)
+    }
+
+    /// Test helper: the running totals and the seq range match the rows.
+    #[cfg(test)]
+    fn check_invariants(&self) {
+        let (count, sum, min, max, bad_len): (i64, i64, Option<i64>, Option<i64>, i64) = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(len), 0), MIN(seq), MAX(seq),
+                        COALESCE(SUM(len != length(body)), 0) FROM reports",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .unwrap();
+        let stats = self.stats().unwrap();
+        assert_eq!(stats.pending, count as u64);
+        assert_eq!(stats.pending_bytes, sum as u64);
+        assert_eq!(bad_len, 0);
+        if let (Some(min), Some(max)) = (min, max) {
+            assert_eq!(max - min + 1, count, "pending seqs are contiguous");
+            assert!((max as u64) < stats.next_seq);
+        }
+    }
+}
+
+fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> SpoolError + '_ {
+    move |error| SpoolError::Sqlite { path: path.to_owned(), error }
+}
+
+/// Clamps a u64 into SQLite's integer range (seq bounds, totals).
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn create_dir(dir: &Path) -> Result<(), SpoolError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(|error| SpoolError::Io { path: dir.to_owned(), error })
+}
+
+fn check_schema(conn: &Connection, path: &Path) -> Result<(), SpoolError> {
+    let version: Option<i64> = conn
+        .prepare_cached("SELECT value FROM meta WHERE key = 'schema_version'")
+        .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)).optional())
+        .map_err(sql(path))?;
+    match version {
+        Some(SCHEMA_VERSION) => Ok(()),
+        Some(v) => Err(SpoolError::Unsupported {
+            path: path.to_owned(),
+            detail: format!("schema version {v} (this agent knows {SCHEMA_VERSION})"),
+        }),
+        None => {
+            Err(SpoolError::CorruptMeta { path: path.to_owned(), detail: "schema_version is missing".into() })
+        }
+    }
+}
+
+fn meta_value<T: rusqlite::types::FromSql>(
+    conn: &Connection,
+    path: &Path,
+    key: &str,
+) -> Result<T, SpoolError> {
+    conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")
+        .and_then(|mut stmt| stmt.query_row([key], |row| row.get(0)).optional())
+        .map_err(sql(path))?
+        .ok_or_else(|| SpoolError::CorruptMeta { path: path.to_owned(), detail: format!("{key} is missing") })
+}
+
+fn meta_text(conn: &Connection, path: &Path, key: &str) -> Result<String, SpoolError> {
+    meta_value(conn, path, key)
+}
+
+fn meta_u64(conn: &Connection, path: &Path, key: &str) -> Result<u64, SpoolError> {
+    let v: i64 = meta_value(conn, path, key)?;
+    u64::try_from(v).map_err(|_| SpoolError::CorruptMeta {
+        path: path.to_owned(),
+        detail: format!("{key} is negative ({v})"),
+    })
+}
+
+fn set_meta(conn: &Connection, path: &Path, key: &str, value: i64) -> Result<(), SpoolError> {
+    let changed = conn
+        .prepare_cached("UPDATE meta SET value = ?2 WHERE key = ?1")
+        .and_then(|mut stmt| stmt.execute(params![key, value]))
+        .map_err(sql(path))?;
+    if changed == 1 {
+        Ok(())
+    } else {
+        Err(SpoolError::CorruptMeta { path: path.to_owned(), detail: format!("{key} is missing") })
+    }
+}
+
+/// Reads the stats in one read transaction (a consistent snapshot even while a writer runs).
+fn read_stats(conn: &Connection, path: &Path) -> Result<SpoolStats, SpoolError> {
+    let tx = conn.unchecked_transaction().map_err(sql(path))?;
+    check_schema(&tx, path)?;
+    let (oldest, newest): (Option<i64>, Option<i64>) = tx
+        .prepare_cached("SELECT MIN(seq), MAX(seq) FROM reports")
+        .and_then(|mut stmt| stmt.query_row([], |row| Ok((row.get(0)?, row.get(1)?))))
+        .map_err(sql(path))?;
+    let stats = SpoolStats {
+        stream_id: meta_text(&tx, path, "stream_id")?,
+        pending: meta_u64(&tx, path, "pending_count")?,
+        pending_bytes: meta_u64(&tx, path, "pending_bytes")?,
+        oldest_seq: oldest.map(|s| s as u64),
+        newest_seq: newest.map(|s| s as u64),
+        next_seq: meta_u64(&tx, path, "next_seq")?,
+        dropped_total: meta_u64(&tx, path, "dropped_total")?,
+    };
+    drop(tx); // read-only: rolling back ends the snapshot
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::io::BufRead;
+
+    use nightowl_proto::ProbeStatus;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn results(n: usize, width: usize) -> Vec<CheckResult> {
+        (0..n)
+            .map(|i| CheckResult {
+                check_id: format!("disk:/{}{i}", "v".repeat(width)),
+                kind: "disk".into(),
+                status: ProbeStatus::Ok as i32,
+                metrics: [("used_pct".to_string(), 41.5)].into_iter().collect(),
+                message: String::new(),
+            })
+            .collect()
+    }
+
+    fn big() -> SpoolLimits {
+        SpoolLimits::default()
+    }
+
+    fn seqs(reports: &[Report]) -> Vec<u64> {
+        reports.iter().map(|r| r.seq).collect()
+    }
+
+    #[test]
+    fn append_pending_ack_basics() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), big()).unwrap();
+        let empty = spool.stats().unwrap();
+        assert_eq!(empty.pending, 0);
+        assert_eq!(empty.next_seq, 1);
+        assert_eq!((empty.oldest_seq, empty.newest_seq), (None, None));
+
+        for i in 0..5 {
+            let a = spool.append(1_000 + i, results(2, 3)).unwrap();
+            assert_eq!(a, Appended { seq: i as u64 + 1, dropped: 0 });
+        }
+        let all = spool.pending_after(0, 100).unwrap();
+        assert_eq!(seqs(&all), [1, 2, 3, 4, 5]);
+        assert_eq!(all[2].sampled_at_ms, 1_002);
+        assert_eq!(all[2].results, results(2, 3));
+        assert_eq!(seqs(&spool.pending_after(2, 2).unwrap()), [3, 4]);
+        assert!(spool.pending_after(5, 10).unwrap().is_empty());
+        assert!(spool.pending_after(0, 0).unwrap().is_empty());
+
+        assert_eq!(spool.ack(0).unwrap(), 0);
+        assert_eq!(spool.ack(2).unwrap(), 2);
+        assert_eq!(spool.ack(2).unwrap(), 0);
+        assert_eq!(seqs(&spool.pending_after(0, 100).unwrap()), [3, 4, 5]);
+        let s = spool.stats().unwrap();
+        assert_eq!((s.pending, s.oldest_seq, s.newest_seq, s.next_seq), (3, Some(3), Some(5), 6));
+        spool.check_invariants();
+
+        // An ack beyond the newest deletes everything and keeps next_seq.
+        assert_eq!(spool.ack(u64::MAX).unwrap(), 3);
+        let s = spool.stats().unwrap();
+        assert_eq!((s.pending, s.pending_bytes, s.next_seq), (0, 0, 6));
+        assert_eq!(spool.append(0, vec![]).unwrap().seq, 6);
+        spool.check_invariants();
+    }
+
+    #[test]
+    fn seq_continues_after_reopen_and_is_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), big()).unwrap();
+        for _ in 0..3 {
+            spool.append(1, results(1, 1)).unwrap();
+        }
+        drop(spool);
+        let mut spool = Spool::open(dir.path(), big()).unwrap();
+        assert_eq!(seqs(&spool.pending_after(0, 10).unwrap()), [1, 2, 3]);
+        assert_eq!(spool.append(1, vec![]).unwrap().seq, 4);
+
+        // Everything acked and deleted, then reopened: seq still moves on.
+        assert_eq!(spool.ack(4).unwrap(), 4);
+        drop(spool);
+        let mut spool = Spool::open(dir.path(), big()).unwrap();
+        assert_eq!(spool.stats().unwrap().next_seq, 5);
+        assert_eq!(spool.append(1, vec![]).unwrap().seq, 5);
+    }
+
+    #[test]
+    fn stream_id_stable_across_reopen_and_new_per_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Spool::open(dir.path(), big()).unwrap().stream_id().to_owned();
+        let again = Spool::open(dir.path(), big()).unwrap();
+        assert_eq!(again.stream_id(), first);
+        assert_eq!(again.stats().unwrap().stream_id, first);
+        let parsed = uuid::Uuid::parse_str(&first).unwrap();
+        assert_eq!(parsed.get_version_num(), 7);
+
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(Spool::open(other.path(), big()).unwrap().stream_id(), first);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn creates_missing_dir_with_mode_0700() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("state/agent");
+        Spool::open(&dir, big()).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        assert!(dir.join(FILE_NAME).exists());
+    }
+
+    #[test]
+    fn bound_by_count_drops_oldest_and_persists_counter() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = SpoolLimits { max_reports: 3, max_bytes: u64::MAX };
+        let mut spool = Spool::open(dir.path(), limits).unwrap();
+        let dropped: Vec<u64> = (0..5).map(|_| spool.append(7, results(1, 2)).unwrap().dropped).collect();
+        assert_eq!(dropped, [0, 0, 0, 1, 1]);
+        assert_eq!(seqs(&spool.pending_after(0, 10).unwrap()), [3, 4, 5]);
+        assert_eq!(spool.stats().unwrap().dropped_total, 2);
+        spool.check_invariants();
+        drop(spool);
+
+        let mut spool = Spool::open(dir.path(), limits).unwrap();
+        assert_eq!(spool.stats().unwrap().dropped_total, 2);
+        assert_eq!(spool.append(7, vec![]).unwrap(), Appended { seq: 6, dropped: 1 });
+        assert_eq!(spool.stats().unwrap().dropped_total, 3);
+        drop(spool);
+
+        // Limits lowered between runs: the next append catches up in one go.
+        let mut spool = Spool::open(dir.path(), SpoolLimits { max_reports: 1, ..limits }).unwrap();
+        assert_eq!(spool.append(7, vec![]).unwrap(), Appended { seq: 7, dropped: 3 });
+        let s = spool.stats().unwrap();
+        assert_eq!((s.pending, s.oldest_seq, s.dropped_total), (1, Some(7), 6));
+        spool.check_invariants();
+    }
+
+    #[test]
+    fn bound_by_bytes_drops_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        // Same shape and small seqs: every report encodes to the same length.
+        let one = Report { seq: 1, sampled_at_ms: 9, results: results(2, 5) }.encoded_len() as u64;
+        let limits = SpoolLimits { max_reports: u64::MAX, max_bytes: 2 * one + one / 2 };
+        let mut spool = Spool::open(dir.path(), limits).unwrap();
+        let dropped: Vec<u64> = (0..4).map(|_| spool.append(9, results(2, 5)).unwrap().dropped).collect();
+        assert_eq!(dropped, [0, 0, 1, 1]);
+        let s = spool.stats().unwrap();
+        assert_eq!((s.pending, s.pending_bytes, s.dropped_total), (2, 2 * one, 2));
+        assert_eq!(seqs(&spool.pending_after(0, 10).unwrap()), [3, 4]);
+
+        // A report bigger than the whole bound pushes out everything else but is kept.
+        let a = spool.append(9, results(20, 50)).unwrap();
+        assert_eq!(a, Appended { seq: 5, dropped: 2 });
+        assert_eq!(seqs(&spool.pending_after(0, 10).unwrap()), [5]);
+        spool.check_invariants();
+        drop(spool);
+        let spool = Spool::open(dir.path(), limits).unwrap();
+        assert_eq!(spool.stats().unwrap().dropped_total, 4);
+    }
+
+    #[test]
+    fn corrupt_row_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), big()).unwrap();
+        spool.append(1, results(1, 1)).unwrap();
+        spool.append(2, results(1, 1)).unwrap();
+        let other = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+        other.execute("UPDATE reports SET body = x'ffffffff' WHERE seq = 2", []).unwrap();
+        assert_eq!(seqs(&spool.pending_after(0, 1).unwrap()), [1]);
+        match spool.pending_after(0, 10) {
+            Err(SpoolError::CorruptReport { seq: 2, .. }) => {}
+            other => panic!("expected a corrupt report error, got {other:?}"),
+        }
+        // Acking past it still works: the agent can get past a bad row.
+        assert_eq!(spool.ack(2).unwrap(), 2);
+    }
+
+    #[test]
+    fn unclean_drop_then_reopen_sees_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), big()).unwrap();
+        for i in 0..50 {
+            spool.append(i, results(1, 4)).unwrap();
+        }
+        spool.ack(10).unwrap();
+        drop(spool);
+        let spool = Spool::open(dir.path(), big()).unwrap();
+        let pending = spool.pending_after(0, 1000).unwrap();
+        assert_eq!(seqs(&pending), (11..=50).collect::<Vec<_>>());
+        spool.check_invariants();
+    }
+
+    const CRASH_DIR_ENV: &str = "NIGHTOWL_SPOOL_CRASH_CHILD_DIR";
+
+    /// Child half of `killed_writer_loses_nothing_it_reported`: appends until killed.
+    #[test]
+    #[ignore = "run as a child process by killed_writer_loses_nothing_it_reported"]
+    fn crash_child() {
+        use std::io::Write;
+        let Some(dir) = std::env::var_os(CRASH_DIR_ENV) else {
+            return;
+        };
+        let mut spool = Spool::open(Path::new(&dir), big()).unwrap();
+        let mut out = std::io::stdout().lock();
+        for i in 0.. {
+            let a = spool.append(i, results(3, 8)).unwrap();
+            writeln!(out, "APPENDED {}", a.seq).unwrap();
+            out.flush().unwrap();
+        }
+    }
+
+    #[test]
+    fn killed_writer_loses_nothing_it_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "spool::tests::crash_child", "--ignored", "--nocapture"])
+            .env(CRASH_DIR_ENV, dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut reported = Vec::new();
+        for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            if let Some((_, seq)) = line.rsplit_once("APPENDED ") {
+                reported.push(seq.trim().parse::<u64>().unwrap());
+                if reported.len() == 40 {
+                    child.kill().unwrap(); // SIGKILL, likely mid-transaction
+                    break;
+                }
+            }
+        }
+        child.wait().unwrap();
+        assert_eq!(reported, (1..=40).collect::<Vec<_>>());
+
+        let mut spool = Spool::open(dir.path(), big()).unwrap();
+        spool.check_invariants();
+        let pending = seqs(&spool.pending_after(0, 100_000).unwrap());
+        assert!(pending.len() >= 40, "lost reports: {pending:?}");
+        assert_eq!(pending, (1..=pending.len() as u64).collect::<Vec<_>>());
+        let next = spool.append(0, vec![]).unwrap().seq;
+        assert_eq!(next, pending.len() as u64 + 1);
+    }
+
+    #[test]
+    fn stats_at_reads_while_another_spool_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(Spool::stats_at(dir.path()), Err(SpoolError::NotFound { .. })));
+        assert!(!dir.path().join(FILE_NAME).exists(), "stats_at must not create a spool");
+
+        let mut spool = Spool::open(dir.path(), big()).unwrap();
+        spool.append(1, results(1, 1)).unwrap();
+        assert_eq!(Spool::stats_at(dir.path()).unwrap(), spool.stats().unwrap());
+
+        let writer = std::thread::spawn(move || {
+            for i in 0..200 {
+                spool.append(i, results(2, 2)).unwrap();
+                if i % 7 == 0 {
+                    spool.ack(i as u64 / 2).unwrap();
+                }
+            }
+            spool
+        });
+        let mut last_next = 0;
+        while !writer.is_finished() {
+            let s = Spool::stats_at(dir.path()).unwrap();
+            assert!(s.next_seq >= last_next);
+            last_next = s.next_seq;
+            match (s.oldest_seq, s.newest_seq) {
+                (Some(o), Some(n)) => assert_eq!(n - o + 1, s.pending),
+                _ => assert_eq!(s.pending, 0),
+            }
+        }
+        let spool = writer.join().unwrap();
+        let final_stats = spool.stats().unwrap();
+        assert_eq!(final_stats.next_seq, 202);
+        assert_eq!(Spool::stats_at(dir.path()).unwrap(), final_stats);
+
+        // Also with no writer open at all (clean close removed the -wal and -shm files).
+        drop(spool);
+        assert_eq!(Spool::stats_at(dir.path()).unwrap(), final_stats);
+    }
+
+    // ---- model test ----
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append { n: usize, width: usize },
+        Ack(u64),
+        Reopen,
+        Pending { after: u64, limit: usize },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            5 => (0..4usize, 0..24usize).prop_map(|(n, width)| Op::Append { n, width }),
+            2 => prop_oneof![4 => 0..30u64, 1 => Just(u64::MAX)].prop_map(Op::Ack),
+            1 => Just(Op::Reopen),
+            2 => (0..30u64, 0..6usize).prop_map(|(after, limit)| Op::Pending { after, limit }),
+        ]
+    }
+
+    #[derive(Default)]
+    struct Model {
+        queue: VecDeque<Report>,
+        bytes: u64,
+        next_seq: u64,
+        dropped_total: u64,
+    }
+
+    impl Model {
+        fn append(&mut self, limits: SpoolLimits, report: Report) -> Appended {
+            let len = report.encoded_len() as u64;
+            let mut dropped = 0;
+            while !self.queue.is_empty()
+                && (self.queue.len() as u64 + 1 > limits.max_reports || self.bytes + len > limits.max_bytes)
+            {
+                let old = self.queue.pop_front().unwrap();
+                self.bytes -= old.encoded_len() as u64;
+                dropped += 1;
+            }
+            self.dropped_total += dropped;
+            self.bytes += len;
+            let seq = report.seq;
+            self.queue.push_back(report);
+            self.next_seq += 1;
+            Appended { seq, dropped }
+        }
+
+        fn ack(&mut self, seq: u64) -> u64 {
+            let mut deleted = 0;
+            while self.queue.front().is_some_and(|r| r.seq <= seq) {
+                let old = self.queue.pop_front().unwrap();
+                self.bytes -= old.encoded_len() as u64;
+                deleted += 1;
+            }
+            deleted
+        }
+
+        fn pending_after(&self, after: u64, limit: usize) -> Vec<Report> {
+            self.queue.iter().filter(|r| r.seq > after).take(limit).cloned().collect()
+        }
+
+        fn stats(&self, stream_id: &str) -> SpoolStats {
+            SpoolStats {
+                stream_id: stream_id.to_owned(),
+                pending: self.queue.len() as u64,
+                pending_bytes: self.bytes,
+                oldest_seq: self.queue.front().map(|r| r.seq),
+                newest_seq: self.queue.back().map(|r| r.seq),
+                next_seq: self.next_seq,
+                dropped_total: self.dropped_total,
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn spool_matches_model(
+            max_reports in 0..6u64,
+            max_bytes in prop_oneof![1 => Just(0u64), 6 => 20..400u64],
+            ops in proptest::collection::vec(op(), 1..40),
+        ) {
+            let limits = SpoolLimits { max_reports, max_bytes };
+            let dir = tempfile::tempdir().unwrap();
+            let mut spool = Spool::open(dir.path(), limits).unwrap();
+            let stream_id = spool.stream_id().to_owned();
+            let mut model = Model { next_seq: 1, ..Model::default() };
+            for (i, op) in ops.into_iter().enumerate() {
+                match op {
+                    Op::Append { n, width } => {
+                        let sampled_at_ms = 1_700_000_000_000 + i as i64;
+                        let report = Report {
+                            seq: model.next_seq,
+                            sampled_at_ms,
+                            results: results(n, width),
+                        };
+                        let want = model.append(limits, report);
+                        prop_assert_eq!(spool.append(sampled_at_ms, results(n, width)).unwrap(), want);
+                    }
+                    Op::Ack(seq) => prop_assert_eq!(spool.ack(seq).unwrap(), model.ack(seq)),
+                    Op::Reopen => {
+                        drop(spool);
+                        spool = Spool::open(dir.path(), limits).unwrap();
+                    }
+                    Op::Pending { after, limit } => prop_assert_eq!(
+                        spool.pending_after(after, limit).unwrap(),
+                        model.pending_after(after, limit)
+                    ),
+                }
+                let want = model.stats(&stream_id);
+                prop_assert_eq!(spool.stats().unwrap(), want.clone());
+                prop_assert_eq!(Spool::stats_at(dir.path()).unwrap(), want);
+                prop_assert_eq!(
+                    spool.pending_after(0, usize::MAX).unwrap(),
+                    model.pending_after(0, usize::MAX)
+                );
+                spool.check_invariants();
+            }
+        }
+    }
+}

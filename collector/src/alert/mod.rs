@@ -1,0 +1,167 @@
+//! Alert events: the consumers' contract.
+//!
+//! An [`AlertEvent`] serialises to exactly the JSON object of DESIGN.md ("Alert event"),
+//! one object per line on the CLI and webhooks. Field names and meanings are a public
+//! contract: add fields, never rename or repurpose them.
+//!
+//! - `id` is unique per event (UUIDv7: time-ordered); consumers dedupe on it.
+//! - `fingerprint` is stable per (tenant, agent, check, rule): it is the dedup/threading
+//!   key towards ticketing tools, so a "resolved" event carries the fingerprint of the
+//!   "firing" event it closes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Severity towards people: P1 wakes someone, P4 waits for business hours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Severity {
+    P1,
+    P2,
+    P3,
+    P4,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::P1 => "P1",
+            Severity::P2 => "P2",
+            Severity::P3 => "P3",
+            Severity::P4 => "P4",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Firing,
+    Resolved,
+}
+
+/// What an agent-side runbook action did about the alert (filled in by later issues).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Remediation {
+    pub action: String,
+    pub status: String,
+    pub at: jiff::Timestamp,
+    pub note: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertEvent {
+    pub id: String,
+    pub fingerprint: String,
+    pub status: Status,
+    pub severity: Severity,
+    pub tenant: String,
+    pub agent: String,
+    pub check: String,
+    pub kind: String,
+    pub rule: String,
+    pub summary: String,
+    pub value: f64,
+    pub threshold: f64,
+    pub started_at: jiff::Timestamp,
+    pub resolved_at: Option<jiff::Timestamp>,
+    pub emitted_at: jiff::Timestamp,
+    pub labels: BTreeMap<String, String>,
+    pub runbook: Option<String>,
+    pub remediation: Option<Remediation>,
+}
+
+/// Stable hex fingerprint of (tenant, agent, check, rule): the first 16 bytes of a
+/// SHA-256 over the NUL-separated fields (NUL cannot occur in any of them: ids are
+/// validated and check ids come from the agent's config), as 32 lowercase hex digits.
+pub fn fingerprint(tenant: &str, agent: &str, check: &str, rule: &str) -> String {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    for (index, part) in [tenant, agent, check, rule].into_iter().enumerate() {
+        if index > 0 {
+            context.update(&[0]);
+        }
+        context.update(part.as_bytes());
+    }
+    let digest = context.finish();
+    digest.as_ref()[..16].iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// A fresh, unique, time-ordered event id.
+pub fn new_event_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_is_stable_and_field_separated() {
+        let a = fingerprint("acme", "srv-01", "disk:/var", "disk_used_pct");
+        assert_eq!(a, fingerprint("acme", "srv-01", "disk:/var", "disk_used_pct"));
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        // Moving a character across a field boundary must change the fingerprint.
+        assert_ne!(a, fingerprint("acme", "srv-01d", "isk:/var", "disk_used_pct"));
+        assert_ne!(a, fingerprint("globex", "srv-01", "disk:/var", "disk_used_pct"));
+    }
+
+    #[test]
+    fn event_json_has_the_contract_shape() {
+        let at: jiff::Timestamp = "2026-11-24T02:12:00Z".parse().unwrap();
+        let event = AlertEvent {
+            id: new_event_id(),
+            fingerprint: fingerprint("acme", "srv-01", "disk:/var", "disk_used_pct"),
+            status: Status::Firing,
+            severity: Severity::P2,
+            tenant: "acme".into(),
+            agent: "srv-01".into(),
+            check: "disk:/var".into(),
+            kind: "disk".into(),
+            rule: "disk_used_pct".into(),
+            summary: "Disk /var 96.2% used (critical at 95%)".into(),
+            value: 96.2,
+            threshold: 95.0,
+            started_at: at,
+            resolved_at: None,
+            emitted_at: at,
+            labels: BTreeMap::new(),
+            runbook: None,
+            remediation: None,
+        };
+        let json: serde_json::Value = serde_json::to_value(&event).unwrap();
+        let object = json.as_object().unwrap();
+        let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "agent",
+                "check",
+                "emitted_at",
+                "fingerprint",
+                "id",
+                "kind",
+                "labels",
+                "remediation",
+                "resolved_at",
+                "rule",
+                "runbook",
+                "severity",
+                "started_at",
+                "status",
+                "summary",
+                "tenant",
+                "threshold",
+                "value"
+            ]
+        );
+        assert_eq!(json["status"], "firing");
+        assert_eq!(json["severity"], "P2");
+        assert_eq!(json["started_at"], "2026-11-24T02:12:00Z");
+        assert!(json["resolved_at"].is_null());
+        assert!(json["runbook"].is_null());
+        let back: AlertEvent = serde_json::from_value(json).unwrap();
+        assert_eq!(back, event);
+    }
+}

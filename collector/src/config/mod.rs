@@ -1,0 +1,335 @@
+//! Collector configuration: raw TOML (`deny_unknown_fields`) → [`Config::validate`] →
+//! typed [`Config`]. Every error names the file and the key and says how to fix it; the
+//! binary exits with status 64 on any of them.
+//!
+//! ```toml
+//! # Address the agents connect to.
+//! listen = "127.0.0.1:7443"
+//! # Where the alert store and state live.
+//! data_dir = "/var/lib/nightowl"
+//!
+//! [tls]                      # default: <data_dir>/pki/{ca.pem,collector.pem,collector.key}
+//! ca = "/etc/nightowl/pki/ca.pem"
+//! cert = "/etc/nightowl/pki/collector.pem"
+//! key = "/etc/nightowl/pki/collector.key"
+//!
+//! [limits]                   # all optional; the defaults are safe for 10,000 agents
+//! max_message_bytes = 1048576
+//! max_results_per_report = 10000
+//! max_connections = 20000
+//! max_concurrent_handshakes = 512
+//! max_streams_per_connection = 4
+//! handshake_timeout = "10s"
+//! keepalive_interval = "30s"
+//! keepalive_timeout = "20s"
+//! idle_timeout = "90s"
+//! ```
+//!
+//! Relative paths are taken relative to the directory of the config file.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration problem, naming where it is.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {key}: {message}")]
+pub struct ConfigError {
+    /// The config file, or "<embedded defaults>".
+    pub file: String,
+    /// Dotted key path (`limits.handshake_timeout`), or the TOML parser's location.
+    pub key: String,
+    pub message: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    tls: RawTls,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_message_bytes: Option<u32>,
+    max_results_per_report: Option<u32>,
+    max_connections: Option<u32>,
+    max_concurrent_handshakes: Option<u32>,
+    max_streams_per_connection: Option<u32>,
+    handshake_timeout: Option<String>,
+    keepalive_interval: Option<String>,
+    keepalive_timeout: Option<String>,
+    idle_timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsPaths {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Limits on what peers may cost us. tonic's defaults are unsafe (unlimited streams,
+/// no handshake timeout, no reset-flood guard), so every one is explicit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub max_message_bytes: usize,
+    pub max_results_per_report: usize,
+    pub max_connections: NonZeroU32,
+    pub max_concurrent_handshakes: NonZeroU32,
+    pub max_streams_per_connection: NonZeroU32,
+    pub handshake_timeout: Duration,
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// A session that sends nothing (not even a heartbeat) for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 1024 * 1024,
+            max_results_per_report: 10_000,
+            max_connections: NonZeroU32::new(20_000).unwrap(),
+            max_concurrent_handshakes: NonZeroU32::new(512).unwrap(),
+            max_streams_per_connection: NonZeroU32::new(4).unwrap(),
+            handshake_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where the config came from, for messages.
+    pub source: String,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub tls: TlsPaths,
+    pub limits: Limits,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7443";
+pub const DEFAULT_DATA_DIR: &str = "./nightowl-data";
+const EMBEDDED: &str = "<embedded defaults>";
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+            file: file.clone(),
+            key: "(file)".into(),
+            message: format!("cannot read: {error}"),
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse(&text, &file, &base)
+    }
+
+    /// The embedded defaults (`run` without `--config`): listen on 127.0.0.1:7443, data
+    /// and PKI under ./nightowl-data.
+    pub fn embedded() -> Config {
+        Self::parse("", EMBEDDED, Path::new(".")).expect("embedded defaults are valid")
+    }
+
+    /// Parses TOML text; `file` names it in errors, `base` resolves relative paths.
+    pub fn parse(text: &str, file: &str, base: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError {
+            file: file.to_owned(),
+            key: location(text, &error),
+            message: error.message().to_owned(),
+        })?;
+        raw.validate(file, base)
+    }
+}
+
+/// "line 3, key `bogus`" for a TOML error: the parser's message names the problem, this
+/// names where it is.
+fn location(text: &str, error: &toml::de::Error) -> String {
+    let Some(span) = error.span() else {
+        return "(document)".into();
+    };
+    let line_index = text[..span.start.min(text.len())].matches('\n').count();
+    let line = text.lines().nth(line_index).unwrap_or("").trim();
+    let key = line.split('=').next().unwrap_or("").trim();
+    let table = text
+        .lines()
+        .take(line_index + 1)
+        .filter_map(|line| {
+            let line = line.trim();
+            line.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')).map(str::trim)
+        })
+        .last();
+    match (table, key.is_empty() || key.starts_with('[')) {
+        (_, true) => format!("line {}", line_index + 1),
+        (Some(table), false) => format!("line {}, key `{table}.{key}`", line_index + 1),
+        (None, false) => format!("line {}, key `{key}`", line_index + 1),
+    }
+}
+
+fn resolve(base: &Path, path: PathBuf) -> PathBuf {
+    if path.is_absolute() { path } else { base.join(path) }
+}
+
+impl RawConfig {
+    fn validate(self, file: &str, base: &Path) -> Result<Config, ConfigError> {
+        let error =
+            |key: &str, message: String| ConfigError { file: file.to_owned(), key: key.to_owned(), message };
+        let listen_text = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            error("listen", format!("{listen_text:?} is not an address: use IP:PORT, e.g. \"0.0.0.0:7443\""))
+        })?;
+        let data_dir = resolve(base, self.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)));
+        let pki = data_dir.join("pki");
+        let tls = TlsPaths {
+            ca: self.tls.ca.map_or_else(|| pki.join("ca.pem"), |path| resolve(base, path)),
+            cert: self.tls.cert.map_or_else(|| pki.join("collector.pem"), |path| resolve(base, path)),
+            key: self.tls.key.map_or_else(|| pki.join("collector.key"), |path| resolve(base, path)),
+        };
+        let defaults = Limits::default();
+        let raw = self.limits;
+        let non_zero = |key: &str, value: Option<u32>, default: NonZeroU32| match value {
+            None => Ok(default),
+            Some(value) => NonZeroU32::new(value).ok_or_else(|| error(key, "must be at least 1".into())),
+        };
+        let duration = |key: &str, value: Option<String>, default: Duration| match value {
+            None => Ok(default),
+            Some(text) => match humantime::parse_duration(&text) {
+                Ok(duration) if !duration.is_zero() => Ok(duration),
+                Ok(_) => Err(error(key, "must be longer than zero".into())),
+                Err(parse) => {
+                    Err(error(key, format!("{text:?} is not a duration ({parse}): use e.g. \"10s\", \"2m\"")))
+                }
+            },
+        };
+        let max_message_bytes = match raw.max_message_bytes {
+            None => defaults.max_message_bytes,
+            Some(bytes) if (4096..=64 * 1024 * 1024).contains(&bytes) => bytes as usize,
+            Some(bytes) => {
+                return Err(error(
+                    "limits.max_message_bytes",
+                    format!("{bytes} is out of range 4096..=67108864"),
+                ));
+            }
+        };
+        let limits = Limits {
+            max_message_bytes,
+            max_results_per_report: non_zero(
+                "limits.max_results_per_report",
+                raw.max_results_per_report,
+                NonZeroU32::new(defaults.max_results_per_report as u32).unwrap(),
+            )?
+            .get() as usize,
+            max_connections: non_zero(
+                "limits.max_connections",
+                raw.max_connections,
+                defaults.max_connections,
+            )?,
+            max_concurrent_handshakes: non_zero(
+                "limits.max_concurrent_handshakes",
+                raw.max_concurrent_handshakes,
+                defaults.max_concurrent_handshakes,
+            )?,
+            max_streams_per_connection: non_zero(
+                "limits.max_streams_per_connection",
+                raw.max_streams_per_connection,
+                defaults.max_streams_per_connection,
+            )?,
+            handshake_timeout: duration(
+                "limits.handshake_timeout",
+                raw.handshake_timeout,
+                defaults.handshake_timeout,
+            )?,
+            keepalive_interval: duration(
+                "limits.keepalive_interval",
+                raw.keepalive_interval,
+                defaults.keepalive_interval,
+            )?,
+            keepalive_timeout: duration(
+                "limits.keepalive_timeout",
+                raw.keepalive_timeout,
+                defaults.keepalive_timeout,
+            )?,
+            idle_timeout: duration("limits.idle_timeout", raw.idle_timeout, defaults.idle_timeout)?,
+        };
+        Ok(Config { source: file.to_owned(), listen, data_dir, tls, limits })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "/etc/nightowl/collector.toml", Path::new("/etc/nightowl"))
+    }
+
+    #[test]
+    fn embedded_defaults() {
+        let config = Config::embedded();
+        assert_eq!(config.listen, "127.0.0.1:7443".parse().unwrap());
+        assert_eq!(config.data_dir, Path::new("./nightowl-data"));
+        assert_eq!(config.tls.ca, Path::new("./nightowl-data/pki/ca.pem"));
+        assert_eq!(config.limits, Limits::default());
+    }
+
+    #[test]
+    fn full_config_and_relative_paths() {
+        let config = parse(
+            "listen = \"0.0.0.0:9000\"\ndata_dir = \"data\"\n[tls]\nca = \"pki/ca.pem\"\ncert = \"/abs/c.pem\"\nkey = \"k.key\"\n[limits]\nhandshake_timeout = \"3s\"\nmax_connections = 10\n",
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.data_dir, Path::new("/etc/nightowl/data"));
+        assert_eq!(config.tls.ca, Path::new("/etc/nightowl/pki/ca.pem"));
+        assert_eq!(config.tls.cert, Path::new("/abs/c.pem"));
+        assert_eq!(config.limits.handshake_timeout, Duration::from_secs(3));
+        assert_eq!(config.limits.max_connections.get(), 10);
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_table() {
+        let error = parse("listen = \"127.0.0.1:1\"\n[tls]\nca = \"x\"\ncertificate = \"y\"\n").unwrap_err();
+        let text = error.to_string();
+        assert!(text.starts_with("/etc/nightowl/collector.toml: line 4, key `tls.certificate`"), "{text}");
+        assert!(text.contains("unknown field `certificate`"), "{text}");
+        let error = parse("lisen = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(error.to_string().contains("key `lisen`"), "{error}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let cases = [
+            ("listen = \"localhost\"", "listen"),
+            ("[limits]\nhandshake_timeout = \"soon\"", "limits.handshake_timeout"),
+            ("[limits]\nidle_timeout = \"0s\"", "limits.idle_timeout"),
+            ("[limits]\nmax_connections = 0", "limits.max_connections"),
+            ("[limits]\nmax_message_bytes = 10", "limits.max_message_bytes"),
+        ];
+        for (text, key) in cases {
+            let error = parse(text).unwrap_err();
+            assert_eq!(error.key, key, "{text}: {error}");
+        }
+        // A type error is located by the parser.
+        let error = parse("[limits]\nmax_connections = \"many\"").unwrap_err();
+        assert!(error.key.contains("limits.max_connections"), "{error}");
+    }
+}

@@ -1,0 +1,207 @@
+//! Ingest: the gRPC `Collector` service that agents stream into.
+//!
+//! One session per agent connection (`session.rs`): identity from the client
+//! certificate, Hello, then reports → evaluate → durable commit → Ack. `server.rs` is the
+//! listening side (TLS acceptor, limits).
+//!
+//! Sessions of the same agent are serialised: a new session of an agent cancels the
+//! previous one and waits for it to finish its in-flight commit before reading the
+//! agent's durable state, so two sessions never evaluate the same agent at once.
+
+mod server;
+mod session;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use nightowl_proto::v1::collector_server::{Collector, CollectorServer};
+use nightowl_proto::{AgentMessage, CollectorMessage};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status, Streaming};
+
+pub use server::{TlsSetupError, server_tls_config};
+
+use crate::config::Limits;
+use crate::evaluate::RuleSet;
+use crate::pki::AgentIdentity;
+use crate::queue::Store;
+
+/// Counters for operations (exported by the metrics endpoint later). Bounded labels
+/// only: never per agent.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub sessions_started: AtomicU64,
+    pub sessions_ended: AtomicU64,
+    pub sessions_refused: AtomicU64,
+    pub reports_applied: AtomicU64,
+    pub reports_duplicate: AtomicU64,
+    pub reports_rejected: AtomicU64,
+    pub results_invalid: AtomicU64,
+    pub seq_gaps: AtomicU64,
+    pub events_emitted: AtomicU64,
+    pub handshakes_failed: AtomicU64,
+    pub connections_refused_limit: AtomicU64,
+}
+
+/// Per-agent session slot: the lock a session holds while it runs and the token that
+/// tells the current session to give way.
+struct AgentSlot {
+    lock: Arc<tokio::sync::Mutex<()>>,
+    current: CancellationToken,
+}
+
+#[derive(Default)]
+struct Registry {
+    agents: Mutex<HashMap<AgentIdentity, AgentSlot>>,
+}
+
+impl Registry {
+    /// Cancels the agent's current session (if any) and returns the agent's lock and a
+    /// token for the new session.
+    fn claim(
+        &self,
+        identity: &AgentIdentity,
+        shutdown: &CancellationToken,
+    ) -> (Arc<tokio::sync::Mutex<()>>, CancellationToken) {
+        let token = shutdown.child_token();
+        let mut agents = self.agents.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let slot = agents.entry(identity.clone()).or_insert_with(|| AgentSlot {
+            lock: Arc::new(tokio::sync::Mutex::new(())),
+            current: CancellationToken::new(),
+        });
+        slot.current.cancel();
+        slot.current = token.clone();
+        (slot.lock.clone(), token)
+    }
+}
+
+/// Everything a session needs; shared by all sessions.
+pub(crate) struct Shared {
+    store: Store,
+    rules: Arc<RuleSet>,
+    limits: Limits,
+    counters: Arc<Counters>,
+    registry: Registry,
+    shutdown: CancellationToken,
+    sessions: TaskTracker,
+}
+
+struct Service {
+    shared: Arc<Shared>,
+}
+
+#[tonic::async_trait]
+impl Collector for Service {
+    type SessionStream = ReceiverStream<Result<CollectorMessage, Status>>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let peer = request.remote_addr();
+        let identity = match session::identify(&request) {
+            Ok(identity) => identity,
+            Err(reason) => {
+                self.shared.counters.sessions_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(?peer, %reason, "session refused: no usable identity in client certificate");
+                return Err(Status::unauthenticated(reason));
+            }
+        };
+        let (outbound, receiver) = tokio::sync::mpsc::channel(64);
+        let shared = self.shared.clone();
+        self.shared.sessions.spawn(session::run(shared, identity, peer, request.into_inner(), outbound));
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("grpc server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A bound, ready-to-run ingest server.
+pub struct Ingest {
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shared: Arc<Shared>,
+}
+
+impl Ingest {
+    pub async fn bind(
+        addr: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+        store: Store,
+        rules: Arc<RuleSet>,
+        limits: Limits,
+        counters: Arc<Counters>,
+    ) -> Result<Ingest, ServeError> {
+        let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+        let shared = Arc::new(Shared {
+            store,
+            rules,
+            limits,
+            counters,
+            registry: Registry::default(),
+            shutdown: CancellationToken::new(),
+            sessions: TaskTracker::new(),
+        });
+        Ok(Ingest { listener, tls, shared })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, ends every session (the
+    /// agents reconnect elsewhere or later; nothing unacked is lost) and returns once
+    /// all sessions have finished their in-flight commits.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+        let Ingest { listener, tls, shared } = self;
+        let limits = shared.limits.clone();
+        let (established, incoming) = tokio::sync::mpsc::channel(256);
+        let accept = tokio::spawn(server::accept_loop(
+            listener,
+            tls,
+            limits.clone(),
+            shared.counters.clone(),
+            established,
+            shared.shutdown.clone(),
+        ));
+        let service = CollectorServer::new(Service { shared: shared.clone() })
+            .max_decoding_message_size(limits.max_message_bytes)
+            .max_encoding_message_size(limits.max_message_bytes);
+        let stop = shared.shutdown.clone();
+        let served = tonic::transport::Server::builder()
+            .max_concurrent_streams(limits.max_streams_per_connection.get())
+            .http2_keepalive_interval(Some(limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+            .http2_max_pending_accept_reset_streams(Some(64))
+            .http2_max_local_error_reset_streams(Some(1024))
+            .http2_max_header_list_size(16 * 1024)
+            .serve_with_incoming_shutdown(service, ReceiverStream::new(incoming), async move {
+                tokio::select! {
+                    () = shutdown => {},
+                    () = stop.cancelled() => {},
+                }
+                // Tell every session to end; graceful HTTP/2 shutdown waits for them.
+                stop.cancel();
+            })
+            .await;
+        shared.shutdown.cancel();
+        shared.sessions.close();
+        shared.sessions.wait().await;
+        let _ = accept.await;
+        served.map_err(ServeError::from)
+    }
+}

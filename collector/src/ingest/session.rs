@@ -1,0 +1,322 @@
+//! One agent session: Hello → (Report → evaluate → commit → Ack)* until the agent goes,
+//! the session is superseded, or the collector shuts down.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use nightowl_proto::{AgentMessage, CheckResult, CollectorMessage, Hello, Report, agent_message};
+use tokio::sync::mpsc;
+use tonic::{Request, Status, Streaming};
+
+use super::Shared;
+use crate::evaluate::AgentEvaluator;
+use crate::pki::AgentIdentity;
+use crate::queue::{CommitReport, Committed, HelloRecord};
+
+/// How long a fresh session may take to say Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bounds on what one result may carry (larger ones are dropped and counted).
+const MAX_ID_BYTES: usize = 256;
+const MAX_KIND_BYTES: usize = 32;
+const MAX_METRICS: usize = 256;
+const MAX_MESSAGE_BYTES: usize = 4096;
+/// Sample times further in the future than this are not believed.
+const MAX_CLOCK_AHEAD: jiff::SignedDuration = jiff::SignedDuration::from_secs(300);
+/// Nor older than this (a spool replay after a week-long outage is still plausible).
+const MAX_SAMPLE_AGE: jiff::SignedDuration = jiff::SignedDuration::from_secs(30 * 24 * 3600);
+
+/// The agent's identity, from its TLS client certificate and nothing else.
+pub(super) fn identify<T>(request: &Request<T>) -> Result<AgentIdentity, String> {
+    let certs = request.peer_certs().ok_or("no client certificate")?;
+    let leaf = certs.first().ok_or("empty client certificate chain")?;
+    AgentIdentity::from_certificate(leaf.as_ref()).map_err(|error| error.to_string())
+}
+
+type Outbound = mpsc::Sender<Result<CollectorMessage, Status>>;
+
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    identity: AgentIdentity,
+    peer: Option<SocketAddr>,
+    inbound: Streaming<AgentMessage>,
+    outbound: Outbound,
+) {
+    shared.counters.sessions_started.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("session", tenant = %identity.tenant, agent = %identity.agent);
+    let outcome =
+        tracing::Instrument::instrument(session(&shared, &identity, peer, inbound, &outbound), span).await;
+    shared.counters.sessions_ended.fetch_add(1, Ordering::Relaxed);
+    match outcome {
+        Ok(reason) => {
+            tracing::info!(tenant = %identity.tenant, agent = %identity.agent, reason, "session ended")
+        }
+        Err(status) => {
+            tracing::warn!(tenant = %identity.tenant, agent = %identity.agent, code = ?status.code(), message = status.message(), "session closed with error");
+            // The agent may already be gone; nothing to do about a failed send then.
+            let _ = outbound.send(Err(status)).await;
+        }
+    }
+}
+
+async fn session(
+    shared: &Shared,
+    identity: &AgentIdentity,
+    peer: Option<SocketAddr>,
+    mut inbound: Streaming<AgentMessage>,
+    outbound: &Outbound,
+) -> Result<&'static str, Status> {
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+        Err(_) => return Err(Status::deadline_exceeded("no hello within 10s")),
+        Ok(Err(status)) => return Err(status),
+        Ok(Ok(None)) => return Ok("agent closed before hello"),
+        Ok(Ok(Some(AgentMessage { msg: Some(agent_message::Msg::Hello(hello)) }))) => hello,
+        Ok(Ok(Some(_))) => return Err(Status::invalid_argument("the first message must be hello")),
+    };
+    check_claims(identity, &hello).inspect_err(|_| {
+        shared.counters.sessions_refused.fetch_add(1, Ordering::Relaxed);
+    })?;
+
+    // Take over from any earlier session of this agent, and wait until it is done.
+    let (lock, token) = shared.registry.claim(identity, &shared.shutdown);
+    let _guard = tokio::select! {
+        guard = lock.lock_owned() => guard,
+        () = token.cancelled() => return Ok("superseded before start"),
+    };
+
+    let snapshot = shared
+        .store
+        .hello(HelloRecord {
+            identity: identity.clone(),
+            stream_id: hello.stream_id.clone(),
+            hostname: truncate(&hello.hostname, 255),
+            os: truncate(&hello.os, 255),
+            agent_version: truncate(&hello.agent_version, 64),
+            boot_id: truncate(&hello.boot_id, 64),
+            at: jiff::Timestamp::now(),
+        })
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "cannot record hello");
+            Status::unavailable("collector storage unavailable; retry")
+        })?;
+    tracing::info!(
+        ?peer,
+        hostname = %hello.hostname,
+        version = %hello.agent_version,
+        last_seq = snapshot.last_seq,
+        new_stream = snapshot.new_stream,
+        "agent connected"
+    );
+    let mut last_seq = snapshot.last_seq;
+    let mut evaluator = AgentEvaluator::new(identity.clone(), shared.rules.clone(), snapshot.states);
+    send(outbound, CollectorMessage::ack(last_seq)).await?;
+
+    loop {
+        let message = tokio::select! {
+            () = token.cancelled() => {
+                return Err(if shared.shutdown.is_cancelled() {
+                    Status::unavailable("collector shutting down; reconnect")
+                } else {
+                    Status::aborted("superseded by a newer session of this agent")
+                });
+            }
+            message = tokio::time::timeout(shared.limits.idle_timeout, inbound.message()) => message,
+        };
+        let message = match message {
+            Err(_) => return Err(Status::deadline_exceeded("idle timeout: no report or heartbeat")),
+            Ok(Err(status)) => {
+                tracing::debug!(code = ?status.code(), message = status.message(), "inbound stream error");
+                return Ok("stream error");
+            }
+            Ok(Ok(None)) => return Ok("agent closed the stream"),
+            Ok(Ok(Some(message))) => message,
+        };
+        match message.msg {
+            Some(agent_message::Msg::Report(report)) => {
+                last_seq =
+                    handle_report(shared, identity, &hello.stream_id, &mut evaluator, last_seq, report)
+                        .await?;
+                send(outbound, CollectorMessage::ack(last_seq)).await?;
+            }
+            Some(agent_message::Msg::Heartbeat(_)) => {}
+            Some(agent_message::Msg::Hello(_)) => return Err(Status::invalid_argument("hello sent twice")),
+            None => return Err(Status::invalid_argument("empty message")),
+        }
+    }
+}
+
+/// Claims in Hello are optional; one that names another tenant or agent than the
+/// certificate is refused and logged (it is either a misconfiguration or an attack).
+fn check_claims(identity: &AgentIdentity, hello: &Hello) -> Result<(), Status> {
+    let tenant_ok = hello.tenant.is_empty() || hello.tenant == identity.tenant;
+    let agent_ok = hello.agent.is_empty() || hello.agent == identity.agent;
+    if tenant_ok && agent_ok {
+        return Ok(());
+    }
+    tracing::warn!(
+        claimed_tenant = %truncate(&hello.tenant, 64),
+        claimed_agent = %truncate(&hello.agent, 64),
+        "hello claims an identity other than the certificate's; refused"
+    );
+    Err(Status::permission_denied(format!(
+        "identity is taken from the client certificate ({identity}); the hello claims another"
+    )))
+}
+
+/// Processes one report; returns the seq to ack.
+async fn handle_report(
+    shared: &Shared,
+    identity: &AgentIdentity,
+    stream_id: &str,
+    evaluator: &mut AgentEvaluator,
+    last_seq: u64,
+    report: Report,
+) -> Result<u64, Status> {
+    let counters = &shared.counters;
+    if report.seq == 0 {
+        return Err(Status::invalid_argument("report seq must start at 1"));
+    }
+    if report.seq <= last_seq {
+        // A replay after reconnect: already durable, just ack again.
+        counters.reports_duplicate.fetch_add(1, Ordering::Relaxed);
+        return Ok(last_seq);
+    }
+    let now = jiff::Timestamp::now();
+    let results = if report.results.len() > shared.limits.max_results_per_report {
+        // Acked but not evaluated: refusing to ack would make the agent resend it forever.
+        counters.reports_rejected.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(seq = report.seq, results = report.results.len(), "report rejected: too many results");
+        Vec::new()
+    } else {
+        let (valid, invalid): (Vec<CheckResult>, Vec<CheckResult>) =
+            report.results.into_iter().partition(result_is_valid);
+        if !invalid.is_empty() {
+            counters.results_invalid.fetch_add(invalid.len() as u64, Ordering::Relaxed);
+            tracing::warn!(
+                seq = report.seq,
+                invalid = invalid.len(),
+                "results dropped: ids, metrics or message out of bounds"
+            );
+        }
+        valid
+    };
+    let at = sample_time(report.sampled_at_ms, now);
+    let evaluation = evaluator.evaluate(&results, at, now);
+    if evaluation.invalid_values > 0 {
+        counters.results_invalid.fetch_add(evaluation.invalid_values, Ordering::Relaxed);
+    }
+    let committed = shared
+        .store
+        .commit(CommitReport {
+            identity: identity.clone(),
+            stream_id: stream_id.to_owned(),
+            seq: report.seq,
+            events: evaluation.events.clone(),
+            updates: evaluation.updates.clone(),
+            at: now,
+        })
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, seq = report.seq, "report not committed; not acked");
+            Status::unavailable("collector storage unavailable; retry")
+        })?;
+    match committed {
+        Committed::Applied { gap } => {
+            if gap > 0 {
+                counters.seq_gaps.fetch_add(gap, Ordering::Relaxed);
+                tracing::warn!(
+                    seq = report.seq,
+                    missing = gap,
+                    "reports missing before this one (agent spool overflowed?)"
+                );
+            }
+            counters.reports_applied.fetch_add(1, Ordering::Relaxed);
+            counters.events_emitted.fetch_add(evaluation.events.len() as u64, Ordering::Relaxed);
+            for event in &evaluation.events {
+                tracing::info!(
+                    check = %event.check,
+                    rule = %event.rule,
+                    status = ?event.status,
+                    severity = event.severity.as_str(),
+                    summary = %event.summary,
+                    "alert event queued"
+                );
+            }
+            evaluator.apply(evaluation.updates);
+            Ok(report.seq)
+        }
+        Committed::Duplicate { last_seq } => {
+            counters.reports_duplicate.fetch_add(1, Ordering::Relaxed);
+            Ok(last_seq)
+        }
+    }
+}
+
+fn result_is_valid(result: &CheckResult) -> bool {
+    let bounded = |text: &str, max: usize| !text.is_empty() && text.len() <= max && !text.contains('\0');
+    bounded(&result.check_id, MAX_ID_BYTES)
+        && bounded(&result.kind, MAX_KIND_BYTES)
+        && result.metrics.len() <= MAX_METRICS
+        && result.metrics.keys().all(|name| bounded(name, MAX_ID_BYTES))
+        && result.message.len() <= MAX_MESSAGE_BYTES
+}
+
+/// The agent's sample time if plausible, else the receive time.
+fn sample_time(sampled_at_ms: i64, now: jiff::Timestamp) -> jiff::Timestamp {
+    match jiff::Timestamp::from_millisecond(sampled_at_ms) {
+        Ok(at) if at <= now + MAX_CLOCK_AHEAD && at >= now - MAX_SAMPLE_AGE => at.min(now),
+        _ => now,
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+async fn send(outbound: &Outbound, message: CollectorMessage) -> Result<(), Status> {
+    outbound.send(Ok(message)).await.map_err(|_| Status::cancelled("agent went away"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn implausible_sample_times_fall_back_to_now() {
+        let now = jiff::Timestamp::from_second(1_790_000_000).unwrap();
+        let ms = now.as_millisecond();
+        assert_eq!(sample_time(ms - 1000, now).as_millisecond(), ms - 1000);
+        assert_eq!(sample_time(ms + 60_000, now), now, "slightly ahead is clamped to now");
+        assert_eq!(sample_time(ms + 3_600_000, now), now, "an hour ahead is not believed");
+        assert_eq!(sample_time(i64::MAX, now), now);
+        assert_eq!(sample_time(0, now), now);
+    }
+
+    #[test]
+    fn results_out_of_bounds_are_invalid() {
+        let good = CheckResult { check_id: "disk:/".into(), kind: "disk".into(), ..Default::default() };
+        assert!(result_is_valid(&good));
+        assert!(!result_is_valid(&CheckResult { check_id: String::new(), ..good.clone() }));
+        assert!(!result_is_valid(&CheckResult { check_id: "x".repeat(300), ..good.clone() }));
+        assert!(!result_is_valid(&CheckResult { kind: "d\0".into(), ..good.clone() }));
+        let mut many = good.clone();
+        many.metrics = (0..300).map(|i| (format!("m{i}"), 1.0)).collect();
+        assert!(!result_is_valid(&many));
+    }
+
+    #[test]
+    fn claims_must_match_the_certificate() {
+        let identity = AgentIdentity { tenant: "acme".into(), agent: "srv-01".into() };
+        assert!(check_claims(&identity, &Hello::default()).is_ok());
+        let same = Hello { tenant: "acme".into(), agent: "srv-01".into(), ..Default::default() };
+        assert!(check_claims(&identity, &same).is_ok());
+        let other = Hello { tenant: "globex".into(), ..Default::default() };
+        assert_eq!(check_claims(&identity, &other).unwrap_err().code(), tonic::Code::PermissionDenied);
+    }
+}

@@ -1,0 +1,82 @@
+//! # nightowl-collector
+//!
+//! Agents stream reports in over mutual TLS; the collector evaluates them against rules,
+//! keeps each check's alert state and appends alert events to a durable queue.
+//!
+//! # Layout
+//! - `config`: raw TOML → validated [`config::Config`]; errors name file and key.
+//! - `pki`: the collector's small CA (`ca init`, `ca issue`) and certificate identity.
+//! - `ingest`: the gRPC session server (TLS acceptor, limits, one task per agent session).
+//! - `evaluate`: rules and per-check state machines; measurements in, transitions out.
+//! - `alert`: the alert event (the consumers' JSON contract) and its fingerprint.
+//! - `queue`: the embedded durable store (SQLite): alert queue, agent seqs, check states.
+//! - `cli`: the read-side commands (`alerts tail`, `agents list`).
+//!
+//! Data path: `ingest` → `evaluate` → `queue` (one transaction per report) → Ack.
+
+#![forbid(unsafe_code)]
+
+pub mod alert;
+pub mod cli;
+pub mod config;
+pub mod evaluate;
+pub mod ingest;
+pub mod pki;
+pub mod queue;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::evaluate::RuleSet;
+use crate::ingest::{Counters, Ingest, ServeError};
+use crate::queue::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{path}: another collector is running with this data_dir")]
+    Locked { path: PathBuf },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// Runs the collector until `shutdown` resolves, then drains: stops accepting, ends
+/// sessions after their in-flight commit, flushes the store.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|source| RunError::Io { path: config.data_dir.clone(), source })?;
+    // One collector per data_dir: two would evaluate the same agents twice.
+    let lock_path = config.data_dir.join("collector.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| RunError::Io { path: lock_path.clone(), source })?;
+    if lock.try_lock().is_err() {
+        return Err(RunError::Locked { path: config.data_dir.clone() });
+    }
+
+    let tls = ingest::server_tls_config(&config.tls).map_err(ServeError::from)?;
+    let (store, writer) = Store::open(&config.data_dir)?;
+    let counters = Arc::new(Counters::default());
+    let ingest =
+        Ingest::bind(config.listen, tls, store.clone(), RuleSet::defaults(), config.limits.clone(), counters)
+            .await?;
+    let addr =
+        ingest.local_addr().map_err(|source| RunError::Io { path: PathBuf::from("listener"), source })?;
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), store = %store.path().display(), "collector listening");
+    let served = ingest.run(shutdown).await;
+    // Every session has ended: the last handle closes the writer's queue and it exits
+    // after applying what is queued.
+    drop(store);
+    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    drop(lock);
+    tracing::info!("collector stopped");
+    served.map_err(RunError::from)
+}

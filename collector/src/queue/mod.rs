@@ -1,0 +1,469 @@
+//! The embedded durable store: the alert queue plus what evaluation must remember.
+//!
+//! # File
+//! `<data_dir>/nightowl.db`, SQLite in WAL mode with `synchronous = FULL`: a transaction
+//! is on disk (fsync'd) when `COMMIT` returns, and it survives `kill -9` and power loss.
+//! WAL lets readers (`alerts tail`, `agents list`, other processes) read while the
+//! collector writes.
+//!
+//! # Tables
+//! - `events`: the alert queue. `pos` (INTEGER PRIMARY KEY AUTOINCREMENT) is the queue
+//!   position, strictly increasing and never reused; `id` is the event id (unique);
+//!   `body` is the event's JSON exactly as consumers receive it.
+//! - `agents`: per (tenant, agent): the spool `stream_id`, `last_seq` (highest processed
+//!   report), counters (`seq_gaps`, `reports`) and what Hello said.
+//! - `check_states`: per (tenant, agent, check, rule): level, fingerprint, firing since.
+//!
+//! # Invariants
+//! 1. A report's events, its state changes and its `last_seq` are committed in ONE
+//!    transaction ([`CommitReport`]). So either all of a report's effects are durable
+//!    (and a replay of it is recognised by `last_seq` and dropped) or none are (and the
+//!    replay evaluates again from the same state, producing the same transitions).
+//! 2. The collector acks a seq only after that transaction committed.
+//! 3. `pos` order is emission order; readers resume from a `pos`.
+//!
+//! # Writer
+//! One thread owns the write connection. Commits from all sessions are queued to it and
+//! applied in group commits (several reports, one fsync), which is what makes thousands
+//! of sessions cheap. Each caller gets its own result back.
+
+mod read;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::thread;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::alert::AlertEvent;
+use crate::evaluate::{CheckState, Level, StateKey, StateUpdate};
+use crate::pki::AgentIdentity;
+
+pub use read::{AgentRow, EventRow, Reader};
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "nightowl.db";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    pos INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    tenant TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    status TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    emitted_at TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_tenant_pos ON events (tenant, pos);
+CREATE TABLE IF NOT EXISTS agents (
+    tenant TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    stream_id TEXT NOT NULL,
+    last_seq INTEGER NOT NULL,
+    seq_gaps INTEGER NOT NULL DEFAULT 0,
+    reports INTEGER NOT NULL DEFAULT 0,
+    hostname TEXT NOT NULL DEFAULT '',
+    os TEXT NOT NULL DEFAULT '',
+    agent_version TEXT NOT NULL DEFAULT '',
+    boot_id TEXT NOT NULL DEFAULT '',
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL,
+    PRIMARY KEY (tenant, agent)
+);
+CREATE TABLE IF NOT EXISTS check_states (
+    tenant TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    check_id TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    level TEXT NOT NULL,
+    started_at TEXT,
+    value REAL NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (tenant, agent, check_id, rule)
+);
+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("alert store {path}: {source}")]
+    Sqlite { path: PathBuf, source: rusqlite::Error },
+    #[error("alert store {path}: cannot create directory: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("alert store {path}: corrupt row: {detail}")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("alert store writer has stopped")]
+    WriterGone,
+    #[error("alert store: batch not committed: {0}")]
+    BatchFailed(String),
+}
+
+fn sqlite(path: &Path) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+    move |source| StoreError::Sqlite { path: path.to_owned(), source }
+}
+
+/// Opens a connection with the durability settings every writer and reader relies on.
+fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
+    let flags = if read_only {
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+            | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let connection = Connection::open_with_flags(path, flags).map_err(sqlite(path))?;
+    connection.busy_timeout(std::time::Duration::from_secs(5)).map_err(sqlite(path))?;
+    if !read_only {
+        connection
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+            .map_err(sqlite(path))?;
+        connection.execute_batch(SCHEMA).map_err(sqlite(path))?;
+    }
+    Ok(connection)
+}
+
+/// What Hello changes and what the session needs back.
+#[derive(Debug, Clone)]
+pub struct HelloRecord {
+    pub identity: AgentIdentity,
+    pub stream_id: String,
+    pub hostname: String,
+    pub os: String,
+    pub agent_version: String,
+    pub boot_id: String,
+    pub at: jiff::Timestamp,
+}
+
+/// The durable view of one agent at session start.
+#[derive(Debug, Clone, Default)]
+pub struct AgentSnapshot {
+    /// Highest processed seq of the agent's current stream (0: none).
+    pub last_seq: u64,
+    /// True when the agent came with a stream id we did not know (new spool).
+    pub new_stream: bool,
+    pub states: HashMap<StateKey, CheckState>,
+}
+
+/// One report's effects, committed atomically.
+#[derive(Debug)]
+pub struct CommitReport {
+    pub identity: AgentIdentity,
+    pub stream_id: String,
+    pub seq: u64,
+    pub events: Vec<AlertEvent>,
+    pub updates: Vec<StateUpdate>,
+    pub at: jiff::Timestamp,
+}
+
+/// How a commit went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// Applied; `gap` reports between the previous seq and this one never arrived.
+    Applied { gap: u64 },
+    /// Already processed (seq <= last_seq): nothing written.
+    Duplicate { last_seq: u64 },
+}
+
+enum Command {
+    Hello(HelloRecord, oneshot::Sender<Result<AgentSnapshot, StoreError>>),
+    Commit(CommitReport, oneshot::Sender<Result<Committed, StoreError>>),
+}
+
+/// Handle to the writer thread. Cheap to clone; the thread stops when every handle is
+/// dropped and the queue is drained.
+#[derive(Clone, Debug)]
+pub struct Store {
+    commands: mpsc::Sender<Command>,
+    path: PathBuf,
+}
+
+/// How many queued commands one group commit takes at most.
+const GROUP_COMMIT_MAX: usize = 512;
+
+impl Store {
+    /// Opens (creating if needed) the store in `data_dir` and starts the writer thread.
+    pub fn open(data_dir: &Path) -> Result<(Store, thread::JoinHandle<()>), StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|source| StoreError::Io { path: data_dir.to_owned(), source })?;
+        let path = data_dir.join(DB_FILE);
+        let connection = open_connection(&path, false)?;
+        let (commands, receiver) = mpsc::channel(4096);
+        let writer_path = path.clone();
+        let handle = thread::Builder::new()
+            .name("nightowl-store".into())
+            .spawn(move || Writer { connection, path: writer_path }.run(receiver))
+            .map_err(|source| StoreError::Io { path: path.clone(), source })?;
+        Ok((Store { commands, path }, handle))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records a Hello and returns what the session needs to continue the agent.
+    pub async fn hello(&self, record: HelloRecord) -> Result<AgentSnapshot, StoreError> {
+        let (reply, response) = oneshot::channel();
+        self.commands.send(Command::Hello(record, reply)).await.map_err(|_| StoreError::WriterGone)?;
+        response.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Commits one report's effects; returns once they are durable (fsync'd).
+    pub async fn commit(&self, report: CommitReport) -> Result<Committed, StoreError> {
+        let (reply, response) = oneshot::channel();
+        self.commands.send(Command::Commit(report, reply)).await.map_err(|_| StoreError::WriterGone)?;
+        response.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+struct Writer {
+    connection: Connection,
+    path: PathBuf,
+}
+
+impl Writer {
+    fn run(mut self, mut receiver: mpsc::Receiver<Command>) {
+        let mut batch = Vec::with_capacity(GROUP_COMMIT_MAX);
+        while let Some(first) = receiver.blocking_recv() {
+            batch.push(first);
+            while batch.len() < GROUP_COMMIT_MAX {
+                match receiver.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
+            }
+            self.apply_batch(&mut batch);
+        }
+        tracing::debug!(path = %self.path.display(), "alert store writer stopped");
+    }
+
+    /// Applies a batch in one transaction. Each command runs inside a savepoint so a
+    /// failing command fails alone; replies are sent only after COMMIT returned.
+    fn apply_batch(&mut self, batch: &mut Vec<Command>) {
+        let path = self.path.clone();
+        let mut replies = Vec::with_capacity(batch.len());
+        let outcome = (|| -> Result<(), StoreError> {
+            let mut transaction = self.connection.transaction().map_err(sqlite(&path))?;
+            for command in batch.drain(..) {
+                match command {
+                    Command::Hello(record, reply) => {
+                        let result = savepoint(&mut transaction, &path, |tx| hello(tx, &path, &record));
+                        replies.push(Reply::Hello(reply, result));
+                    }
+                    Command::Commit(report, reply) => {
+                        let result = savepoint(&mut transaction, &path, |tx| commit(tx, &path, &report));
+                        replies.push(Reply::Commit(reply, result));
+                    }
+                }
+            }
+            transaction.commit().map_err(sqlite(&path))
+        })();
+        if let Err(error) = &outcome {
+            tracing::error!(%error, "alert store commit failed; sessions will not be acked");
+        }
+        for reply in replies {
+            reply.send(outcome.as_ref().err());
+        }
+    }
+}
+
+/// A command's own result, held until the batch's COMMIT returned.
+enum Reply {
+    Hello(oneshot::Sender<Result<AgentSnapshot, StoreError>>, Result<AgentSnapshot, StoreError>),
+    Commit(oneshot::Sender<Result<Committed, StoreError>>, Result<Committed, StoreError>),
+}
+
+impl Reply {
+    /// Sends the result; a failed COMMIT overrides a command's own success, since
+    /// nothing of the batch is durable then. A caller that went away (agent
+    /// disconnected) is fine: its report will be replayed.
+    fn send(self, commit_error: Option<&StoreError>) {
+        let failed = || StoreError::BatchFailed(commit_error.map(ToString::to_string).unwrap_or_default());
+        match self {
+            Reply::Hello(sender, result) => {
+                let _ = sender.send(if commit_error.is_some() { Err(failed()) } else { result });
+            }
+            Reply::Commit(sender, result) => {
+                let _ = sender.send(if commit_error.is_some() { Err(failed()) } else { result });
+            }
+        }
+    }
+}
+
+fn savepoint<T>(
+    transaction: &mut Transaction<'_>,
+    path: &Path,
+    work: impl FnOnce(&rusqlite::Savepoint<'_>) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let savepoint = transaction.savepoint().map_err(sqlite(path))?;
+    match work(&savepoint) {
+        Ok(value) => {
+            savepoint.commit().map_err(sqlite(path))?;
+            Ok(value)
+        }
+        Err(error) => {
+            // Dropping the savepoint rolls it back; the rest of the batch goes on.
+            drop(savepoint);
+            Err(error)
+        }
+    }
+}
+
+fn hello(tx: &Connection, path: &Path, record: &HelloRecord) -> Result<AgentSnapshot, StoreError> {
+    let tenant = &record.identity.tenant;
+    let agent = &record.identity.agent;
+    let at = record.at.to_string();
+    let known: Option<(String, i64)> = tx
+        .query_row(
+            "SELECT stream_id, last_seq FROM agents WHERE tenant = ?1 AND agent = ?2",
+            params![tenant, agent],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()
+        .map_err(sqlite(path))?;
+    let (last_seq, new_stream) = match known {
+        Some((stream_id, last_seq)) if stream_id == record.stream_id => (last_seq as u64, false),
+        Some(_) => (0, true),
+        None => (0, true),
+    };
+    tx.execute(
+        "INSERT INTO agents (tenant, agent, stream_id, last_seq, hostname, os, agent_version, boot_id, first_seen, last_seen)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
+         ON CONFLICT (tenant, agent) DO UPDATE SET
+           stream_id = excluded.stream_id, last_seq = excluded.last_seq, hostname = excluded.hostname,
+           os = excluded.os, agent_version = excluded.agent_version, boot_id = excluded.boot_id,
+           last_seen = excluded.last_seen",
+        params![
+            tenant,
+            agent,
+            record.stream_id,
+            last_seq as i64,
+            record.hostname,
+            record.os,
+            record.agent_version,
+            record.boot_id,
+            at
+        ],
+    )
+    .map_err(sqlite(path))?;
+    let mut statement = tx
+        .prepare_cached(
+            "SELECT check_id, rule, level, started_at, value FROM check_states WHERE tenant = ?1 AND agent = ?2",
+        )
+        .map_err(sqlite(path))?;
+    let rows = statement
+        .query_map(params![tenant, agent], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, Option<String>>(3)?,
+                row.get::<_, f64>(4)?,
+            ))
+        })
+        .map_err(sqlite(path))?;
+    let mut states = HashMap::new();
+    for row in rows {
+        let (check, rule, level, started_at, value) = row.map_err(sqlite(path))?;
+        let corrupt = |detail: String| StoreError::Corrupt { path: path.to_owned(), detail };
+        let level = Level::parse(&level).ok_or_else(|| corrupt(format!("unknown level {level:?}")))?;
+        let started_at = started_at
+            .map(|text| text.parse::<jiff::Timestamp>())
+            .transpose()
+            .map_err(|error| corrupt(format!("bad started_at: {error}")))?;
+        states.insert(StateKey { check, rule }, CheckState { level, started_at, value });
+    }
+    Ok(AgentSnapshot { last_seq, new_stream, states })
+}
+
+fn commit(tx: &Connection, path: &Path, report: &CommitReport) -> Result<Committed, StoreError> {
+    let tenant = &report.identity.tenant;
+    let agent = &report.identity.agent;
+    let stored: Option<(String, i64)> = tx
+        .query_row(
+            "SELECT stream_id, last_seq FROM agents WHERE tenant = ?1 AND agent = ?2",
+            params![tenant, agent],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()
+        .map_err(sqlite(path))?;
+    let Some((stream_id, last_seq)) = stored else {
+        return Err(StoreError::Corrupt {
+            path: path.to_owned(),
+            detail: format!("report from {} before hello", report.identity),
+        });
+    };
+    let last_seq = last_seq as u64;
+    if stream_id != report.stream_id {
+        // Another session of the same agent with a newer spool took over meanwhile.
+        return Err(StoreError::Corrupt {
+            path: path.to_owned(),
+            detail: format!("stale stream for {}", report.identity),
+        });
+    }
+    let at = report.at.to_string();
+    if report.seq <= last_seq {
+        // The session dedups against its in-memory last_seq first; this is the safety net
+        // for a race with a superseded session. Nothing to write.
+        return Ok(Committed::Duplicate { last_seq });
+    }
+    let gap = report.seq - last_seq - 1;
+    for event in &report.events {
+        let body = serde_json::to_string(event).map_err(|error| StoreError::Corrupt {
+            path: path.to_owned(),
+            detail: format!("event does not serialise: {error}"),
+        })?;
+        tx.prepare_cached(
+            "INSERT INTO events (id, tenant, fingerprint, status, severity, emitted_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                event.id,
+                event.tenant,
+                event.fingerprint,
+                match event.status {
+                    crate::alert::Status::Firing => "firing",
+                    crate::alert::Status::Resolved => "resolved",
+                },
+                event.severity.as_str(),
+                event.emitted_at.to_string(),
+                body
+            ])
+        })
+        .map_err(sqlite(path))?;
+    }
+    for update in &report.updates {
+        tx.prepare_cached(
+            "INSERT INTO check_states (tenant, agent, check_id, rule, fingerprint, level, started_at, value, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (tenant, agent, check_id, rule) DO UPDATE SET
+               fingerprint = excluded.fingerprint, level = excluded.level, started_at = excluded.started_at,
+               value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                tenant,
+                agent,
+                update.key.check,
+                update.key.rule,
+                update.fingerprint,
+                update.state.level.as_str(),
+                update.state.started_at.map(|started| started.to_string()),
+                update.state.value,
+                at
+            ])
+        })
+        .map_err(sqlite(path))?;
+    }
+    tx.execute(
+        "UPDATE agents SET last_seq = ?3, seq_gaps = seq_gaps + ?4, reports = reports + 1, last_seen = ?5
+         WHERE tenant = ?1 AND agent = ?2",
+        params![tenant, agent, report.seq as i64, gap as i64, at],
+    )
+    .map_err(sqlite(path))?;
+    Ok(Committed::Applied { gap })
+}
+
+#[cfg(test)]
+mod tests;

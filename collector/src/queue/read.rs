@@ -1,0 +1,102 @@
+//! Read-only access to the store, for the CLI (`alerts tail`, `agents list`) and other
+//! processes. Uses its own read-only connection; WAL mode lets it run beside the
+//! collector's writer without blocking it.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, params};
+use serde::Serialize;
+
+use super::{DB_FILE, StoreError, open_connection, sqlite};
+
+/// One queued event: its queue position and its JSON exactly as stored.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub pos: i64,
+    pub body: String,
+}
+
+/// One agent as the collector last saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentRow {
+    pub tenant: String,
+    pub agent: String,
+    pub hostname: String,
+    pub os: String,
+    pub agent_version: String,
+    pub last_seq: u64,
+    pub seq_gaps: u64,
+    pub reports: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub open_alerts: u64,
+}
+
+#[derive(Debug)]
+pub struct Reader {
+    connection: Connection,
+    path: PathBuf,
+}
+
+impl Reader {
+    /// Opens the store of `data_dir` read-only; fails if the collector never ran there.
+    pub fn open(data_dir: &Path) -> Result<Reader, StoreError> {
+        let path = data_dir.join(DB_FILE);
+        if !path.exists() {
+            return Err(StoreError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no alert store here: has the collector run with this data_dir?",
+                ),
+            });
+        }
+        let connection = open_connection(&path, true)?;
+        Ok(Reader { connection, path })
+    }
+
+    /// Up to `limit` events after queue position `after`, in queue order.
+    pub fn events_after(&self, after: i64, limit: usize) -> Result<Vec<EventRow>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare_cached("SELECT pos, body FROM events WHERE pos > ?1 ORDER BY pos LIMIT ?2")
+            .map_err(sqlite(&self.path))?;
+        let rows = statement
+            .query_map(params![after, limit as i64], |row| {
+                Ok(EventRow { pos: row.get(0)?, body: row.get(1)? })
+            })
+            .map_err(sqlite(&self.path))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sqlite(&self.path))
+    }
+
+    pub fn agents(&self) -> Result<Vec<AgentRow>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare_cached(
+                "SELECT a.tenant, a.agent, a.hostname, a.os, a.agent_version, a.last_seq, a.seq_gaps,
+                        a.reports, a.first_seen, a.last_seen,
+                        (SELECT COUNT(*) FROM check_states s
+                          WHERE s.tenant = a.tenant AND s.agent = a.agent AND s.level != 'ok')
+                 FROM agents a ORDER BY a.tenant, a.agent",
+            )
+            .map_err(sqlite(&self.path))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok(AgentRow {
+                    tenant: row.get(0)?,
+                    agent: row.get(1)?,
+                    hostname: row.get(2)?,
+                    os: row.get(3)?,
+                    agent_version: row.get(4)?,
+                    last_seq: row.get::<_, i64>(5)? as u64,
+                    seq_gaps: row.get::<_, i64>(6)? as u64,
+                    reports: row.get::<_, i64>(7)? as u64,
+                    first_seen: row.get(8)?,
+                    last_seen: row.get(9)?,
+                    open_alerts: row.get::<_, i64>(10)? as u64,
+                })
+            })
+            .map_err(sqlite(&self.path))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sqlite(&self.path))
+    }
+}

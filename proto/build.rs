@@ -1,0 +1,14 @@
+//! Compiles `nightowl/v1/*.proto` with protox (pure Rust): building needs no `protoc`.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
+    let protos = [root.join("nightowl/v1/collector.proto")];
+    for proto in &protos {
+        println!("cargo:rerun-if-changed={}", proto.display());
+    }
+    let descriptors = protox::compile(&protos, [&root])?;
+    tonic_prost_build::configure().build_server(true).build_client(true).compile_fds(descriptors)?;
+    Ok(())
+}

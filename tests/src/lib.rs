@@ -1,0 +1,426 @@
+//! # nightowl end-to-end harness
+//!
+//! Starts the real `nightowl-collector` and `nightowl-agent` binaries (one shared
+//! release build), with real certificates made by `ca init` / `ca issue`, real config
+//! files and real mounts. Tests wait generously for what they expect and never assert
+//! tight wall-clock bounds.
+//!
+//! Binaries: `NIGHTOWL_BIN_DIR` if set (CI builds them once, before `cargo test`);
+//! otherwise the harness runs `cargo build --release -p nightowl-agent -p
+//! nightowl-collector` once per test process (a no-op when up to date).
+
+#![forbid(unsafe_code)]
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Directory holding the release binaries.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("NIGHTOWL_BIN_DIR") {
+            return PathBuf::from(dir);
+        }
+        let root = workspace_root();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(&root)
+            .args(["build", "--release", "-p", "nightowl-agent", "-p", "nightowl-collector"])
+            .status()
+            .expect("run cargo build for the e2e binaries");
+        assert!(status.success(), "building the release binaries failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+        target.join("release")
+    })
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").to_path_buf()
+}
+
+pub fn collector_bin() -> PathBuf {
+    bin_dir().join("nightowl-collector")
+}
+
+pub fn agent_bin() -> PathBuf {
+    bin_dir().join("nightowl-agent")
+}
+
+/// Runs a command to completion, returning its output (never panics on non-zero).
+pub fn run(command: &mut Command) -> Output {
+    command.stdin(Stdio::null()).output().unwrap_or_else(|error| panic!("run {command:?}: {error}"))
+}
+
+/// Runs a command that must succeed; returns stdout.
+pub fn run_ok(command: &mut Command) -> String {
+    let output = run(command);
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 output")
+}
+
+/// Polls `probe` until it returns Some, or panics after `timeout` saying `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A loopback port that was free a moment ago (kept across collector restarts).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().unwrap().port()
+}
+
+/// A PKI made by the real `ca init` / `ca issue` commands.
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    pub fn init(dir: &Path) -> Pki {
+        run_ok(Command::new(collector_bin()).args(["ca", "init", "--dir"]).arg(dir));
+        Pki { dir: dir.to_path_buf() }
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// Issues an agent certificate; returns (cert, key).
+    pub fn issue(&self, tenant: &str, agent: &str) -> (PathBuf, PathBuf) {
+        let cert = self.dir.join(format!("{tenant}-{agent}.pem"));
+        let key = self.dir.join(format!("{tenant}-{agent}.key"));
+        run_ok(
+            Command::new(collector_bin())
+                .args(["ca", "issue", "--dir"])
+                .arg(&self.dir)
+                .args(["--tenant", tenant, "--agent", agent, "--cert-out"])
+                .arg(&cert)
+                .arg("--key-out")
+                .arg(&key),
+        );
+        (cert, key)
+    }
+}
+
+/// A daemon process whose stderr goes to a log file; killed on drop.
+pub struct Daemon {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    pub fn spawn(name: &str, command: &mut Command, log: PathBuf) -> Daemon {
+        let file = fs::OpenOptions::new().create(true).append(true).open(&log).expect("open daemon log");
+        let child = command
+            .env("RUST_LOG", std::env::var("NIGHTOWL_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|error| panic!("spawn {name}: {error}"));
+        Daemon { name: name.into(), child: Some(child), log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill -9");
+            child.wait().expect("reap");
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        run(Command::new("kill").args(["-TERM", &child.id().to_string()]));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{} did not stop within 30s of SIGTERM; log:\n{}", self.name, self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|child| child.try_wait().expect("try_wait").is_none())
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("----- {} log ({}) -----\n{}", self.name, self.log.display(), self.log_text());
+        }
+    }
+}
+
+/// A collector with its own config, data dir and port.
+pub struct Collector {
+    pub config: PathBuf,
+    pub addr: SocketAddr,
+    dir: PathBuf,
+    daemon: Option<Daemon>,
+}
+
+impl Collector {
+    /// Writes a config for `pki` into `dir` (port chosen now, kept across restarts).
+    pub fn new(dir: &Path, pki: &Pki) -> Collector {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = dir.join("collector.toml");
+        fs::write(
+            &config,
+            format!(
+                "listen = \"{addr}\"\ndata_dir = \"{data}\"\n[tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n",
+                data = dir.join("data").display(),
+                ca = pki.ca().display(),
+                cert = pki.dir.join("collector.pem").display(),
+                key = pki.dir.join("collector.key").display(),
+            ),
+        )
+        .unwrap();
+        Collector { config, addr, dir: dir.to_path_buf(), daemon: None }
+    }
+
+    /// Starts the collector and waits until it accepts TCP connections.
+    pub fn start(&mut self) {
+        assert!(self.daemon.is_none(), "collector already running");
+        let mut daemon = Daemon::spawn(
+            "collector",
+            Command::new(collector_bin()).arg("run").arg("--config").arg(&self.config),
+            self.dir.join("collector.log"),
+        );
+        let addr = self.addr;
+        wait_for("the collector to listen", Duration::from_secs(30), || {
+            assert!(daemon.is_running(), "collector exited at start; log:\n{}", daemon.log_text());
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok().map(|_| ())
+        });
+        self.daemon = Some(daemon);
+    }
+
+    pub fn kill9(&mut self) {
+        self.daemon.as_mut().expect("collector running").kill9();
+        self.daemon = None;
+    }
+
+    pub fn terminate(&mut self) -> Option<i32> {
+        let code = self.daemon.as_mut().expect("collector running").terminate();
+        self.daemon = None;
+        code
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(self.dir.join("collector.log")).unwrap_or_default()
+    }
+
+    /// Every queued event, via `alerts tail` (works while the collector runs).
+    pub fn events(&self) -> Vec<Value> {
+        let output =
+            run(Command::new(collector_bin()).args(["alerts", "tail", "--config"]).arg(&self.config));
+        if !output.status.success() {
+            // No store yet (collector never committed): no events.
+            return Vec::new();
+        }
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|error| panic!("alerts tail printed non-JSON {line:?}: {error}"))
+            })
+            .collect()
+    }
+
+    /// `agents list --json`.
+    pub fn agents(&self) -> Vec<Value> {
+        let output = run(Command::new(collector_bin())
+            .args(["agents", "list", "--json", "--config"])
+            .arg(&self.config));
+        if !output.status.success() {
+            return Vec::new();
+        }
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("json"))
+            .collect()
+    }
+
+    /// The collector's view of one agent.
+    pub fn agent(&self, tenant: &str, agent: &str) -> Option<Value> {
+        self.agents().into_iter().find(|row| row["tenant"] == tenant && row["agent"] == agent)
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+}
+
+/// An agent with its own config and state dir.
+pub struct Agent {
+    pub config: PathBuf,
+    dir: PathBuf,
+    daemon: Option<Daemon>,
+}
+
+impl Agent {
+    /// Writes a config: sampling every `interval`, watching exactly `disks`.
+    pub fn new(
+        dir: &Path,
+        collector: &Collector,
+        pki: &Pki,
+        cert: &Path,
+        key: &Path,
+        interval: &str,
+        disks: &[&Path],
+    ) -> Agent {
+        fs::create_dir_all(dir).unwrap();
+        let config = dir.join("agent.toml");
+        let include: Vec<String> =
+            disks.iter().map(|disk| format!("{:?}", disk.display().to_string())).collect();
+        fs::write(
+            &config,
+            format!(
+                "[collector]\nurl = \"{url}\"\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\
+                 [agent]\nstate_dir = \"{state}\"\ninterval = \"{interval}\"\nheartbeat = \"1s\"\n\
+                 [disk]\ninclude = [{include}]\n",
+                url = collector.url(),
+                ca = pki.ca().display(),
+                cert = cert.display(),
+                key = key.display(),
+                state = dir.join("state").display(),
+                include = include.join(", "),
+            ),
+        )
+        .unwrap();
+        Agent { config, dir: dir.to_path_buf(), daemon: None }
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.daemon.is_none(), "agent already running");
+        self.daemon = Some(Daemon::spawn(
+            "agent",
+            Command::new(agent_bin()).arg("run").arg("--config").arg(&self.config),
+            self.dir.join("agent.log"),
+        ));
+    }
+
+    pub fn kill9(&mut self) {
+        self.daemon.as_mut().expect("agent running").kill9();
+        self.daemon = None;
+    }
+
+    pub fn terminate(&mut self) -> Option<i32> {
+        let code = self.daemon.as_mut().expect("agent running").terminate();
+        self.daemon = None;
+        code
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.daemon.as_mut().is_some_and(Daemon::is_running)
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// `nightowl-agent spool`: what is waiting for an ack.
+    pub fn spool(&self) -> Value {
+        let stdout = run_ok(Command::new(agent_bin()).args(["spool", "--config"]).arg(&self.config));
+        serde_json::from_str(&stdout).expect("spool json")
+    }
+}
+
+/// A tmpfs mounted for the test's lifetime (lazily unmounted on drop, even on panic).
+pub struct Tmpfs {
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size_mib` at `path`; None (with a loud SKIP line) when this
+    /// machine does not let us mount.
+    pub fn mount(path: &Path, size_mib: u32) -> Option<Tmpfs> {
+        fs::create_dir_all(path).unwrap();
+        let output = run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
+            .arg(path));
+        if output.status.success() {
+            Some(Tmpfs { path: path.to_path_buf() })
+        } else {
+            eprintln!(
+                "SKIP: cannot mount a tmpfs at {} (need root / CAP_SYS_ADMIN): {}",
+                path.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+            None
+        }
+    }
+
+    /// Writes `mib` MiB into `name` (synced, so statvfs sees it).
+    pub fn fill(&self, name: &str, mib: usize) {
+        use std::io::Write;
+        let mut file = fs::File::create(self.path.join(name)).unwrap();
+        let chunk = vec![0xa5u8; 1024 * 1024];
+        for _ in 0..mib {
+            // tmpfs may refuse the last bytes when full; that is fine for a filler.
+            if file.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let _ = file.sync_all();
+    }
+
+    pub fn remove(&self, name: &str) {
+        fs::remove_file(self.path.join(name)).unwrap();
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Events of one fingerprint, in queue order, as (status, severity).
+pub fn transitions(events: &[Value], fingerprint: &str) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter(|event| event["fingerprint"] == fingerprint)
+        .map(|event| {
+            (event["status"].as_str().unwrap().to_owned(), event["severity"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
