@@ -24,13 +24,35 @@
 //!
 //! Relative paths are taken relative to the directory of the config file.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::probes::backup::BackupConfig;
+use crate::probes::command::CommandConfig;
 use crate::probes::disk::DiskConfig;
+use crate::probes::host::HostConfig;
+use crate::probes::latency::LatencyConfig;
+use crate::probes::service::ServiceConfig;
+use crate::probes::{ProbeSpec, ProbeUnit};
 use crate::spool::SpoolLimits;
+
+/// A duration written the human way in config files ("10s", "1m30s", "26h").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text).map(HumanDuration).map_err(|error| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration ({error}): use e.g. \"10s\", \"5m\", \"26h\""
+            ))
+        })
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {key}: {message}")]
@@ -51,6 +73,16 @@ struct RawConfig {
     spool: RawSpool,
     #[serde(default)]
     disk: DiskConfig,
+    #[serde(default)]
+    host: HostConfig,
+    #[serde(default)]
+    service: Vec<ServiceConfig>,
+    #[serde(default)]
+    backup: Vec<BackupConfig>,
+    #[serde(default)]
+    latency: Vec<LatencyConfig>,
+    #[serde(default)]
+    command: Vec<CommandConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,7 +130,8 @@ pub struct Config {
     pub interval: Duration,
     pub heartbeat: Duration,
     pub spool: SpoolLimits,
-    pub disk: DiskConfig,
+    /// Every probe unit to run, in config order (disk, host, then the listed checks).
+    pub units: Vec<ProbeUnit>,
 }
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/nightowl/agent.toml";
@@ -195,6 +228,47 @@ impl Config {
             },
         };
         raw.disk.validate().map_err(|message| error("disk", message))?;
+        let every = |key: &str, value: Option<HumanDuration>| -> Result<Duration, ConfigError> {
+            match value {
+                None => Ok(interval),
+                Some(HumanDuration(duration)) if duration >= MIN_INTERVAL => Ok(duration),
+                Some(_) => Err(error(key, "interval is too short: at least 100ms".into())),
+            }
+        };
+        let mut units = vec![
+            ProbeUnit {
+                key: "disk".into(),
+                interval: every("disk.interval", raw.disk.interval)?,
+                spec: ProbeSpec::Disk(raw.disk),
+            },
+            ProbeUnit {
+                key: "host".into(),
+                interval: every("host.interval", raw.host.interval)?,
+                spec: ProbeSpec::Host,
+            },
+        ];
+        // Each listed check: validated, unique name per family.
+        macro_rules! listed {
+            ($family:literal, $list:expr, $variant:ident) => {
+                for (index, check) in $list.into_iter().enumerate() {
+                    let key = format!("{}[{index}]", $family);
+                    check.validate().map_err(|message| error(&key, message))?;
+                    let unit_key = format!("{}:{}", $family, check.name);
+                    if units.iter().any(|unit| unit.key == unit_key) {
+                        return Err(error(
+                            &key,
+                            format!("name {:?} is used twice in [[{}]]", check.name, $family),
+                        ));
+                    }
+                    let interval = every(&format!("{key}.interval"), check.interval)?;
+                    units.push(ProbeUnit { key: unit_key, interval, spec: ProbeSpec::$variant(check) });
+                }
+            };
+        }
+        listed!("service", raw.service, Service);
+        listed!("backup", raw.backup, Backup);
+        listed!("latency", raw.latency, Latency);
+        listed!("command", raw.command, Command);
         Ok(Config {
             source: file.to_owned(),
             collector,
@@ -202,7 +276,7 @@ impl Config {
             interval,
             heartbeat,
             spool,
-            disk: raw.disk,
+            units,
         })
     }
 }
@@ -215,13 +289,20 @@ fn location(text: &str, error: &toml::de::Error) -> String {
     let line_index = text[..span.start.min(text.len())].matches('\n').count();
     let line = text.lines().nth(line_index).unwrap_or("").trim();
     let key = line.split('=').next().unwrap_or("").trim();
-    let table = text
-        .lines()
-        .take(line_index + 1)
-        .filter_map(|line| {
-            line.trim().strip_prefix('[').and_then(|rest| rest.strip_suffix(']')).map(str::trim)
-        })
-        .last();
+    // The table the line is in; for arrays of tables (`[[service]]`) with its index.
+    let mut table: Option<String> = None;
+    let mut array_counts: HashMap<String, usize> = HashMap::new();
+    for line in text.lines().take(line_index + 1) {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix("[[").and_then(|rest| rest.strip_suffix("]]")) {
+            let name = name.trim().to_owned();
+            let count = array_counts.entry(name.clone()).or_insert(0);
+            table = Some(format!("{name}[{count}]"));
+            *count += 1;
+        } else if let Some(name) = line.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) {
+            table = Some(name.trim().to_owned());
+        }
+    }
     match (table, key.is_empty() || key.starts_with('[')) {
         (_, true) => format!("line {}", line_index + 1),
         (Some(table), false) => format!("line {}, key `{table}.{key}`", line_index + 1),
@@ -251,7 +332,9 @@ mod tests {
         assert_eq!(config.state_dir, Path::new("/etc/nightowl/state"));
         assert_eq!(config.interval, Duration::from_secs(2));
         assert_eq!(config.spool.max_reports, 10);
-        assert_eq!(config.disk.include, vec![PathBuf::from("/")]);
+        let ProbeSpec::Disk(disk) = &config.units[0].spec else { panic!("disk first") };
+        assert_eq!(disk.include, vec![PathBuf::from("/")]);
+        assert_eq!(config.units[1].key, "host");
     }
 
     #[test]
@@ -275,6 +358,14 @@ mod tests {
             ("[spool]\nmax_reports = 0", "spool.max_reports"),
             ("[disk]\ninclude = [\"relative\"]", "disk"),
             ("bogus = 1", "line 1, key `bogus`"),
+            (
+                "[[service]]\nname = \"a\"\n[[service]]\nname = \"b\"\nbogus = 1",
+                "line 5, key `service[1].bogus`",
+            ),
+            ("[[command]]\nname = \"x\"\n[[command]]\nname = \"x\"", "command[1]"),
+            ("[[command]]\nname = \"has space\"", "command[0]"),
+            ("[[backup]]\nname = \"b\"\ninterval = \"1ms\"", "backup[0].interval"),
+            ("[[latency]]\nname = \"gw\"\ninterval = \"often\"", "line 3, key `latency[0].interval`"),
         ];
         for (text, key) in cases {
             let error = parse(text).unwrap_err();

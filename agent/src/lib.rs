@@ -9,27 +9,35 @@
 //! - `probes/`: one module per health family; each owns its config section and exposes
 //!   one sampling function. A failing probe yields an UNKNOWN result, never a dead loop.
 //! - `spool`: durable, bounded queue of reports not yet acked by the collector.
+//! - `sampler`: runs every probe unit as its own task (interval + jitter + event hook),
+//!   batches results into reports, appends them to the spool; applies config reloads.
 //! - `session/`: connect, Hello, stream the spool, apply acks, reconnect with backoff.
+//! - `reload`: watches the config file and re-runs the same load + validate path.
 //!
-//! Data path: `probes` → (sampler task) → `spool` → (session task) → collector → Ack →
-//! `spool` deletes.
+//! Data path: `probes` → `sampler` → `spool` → `session` → collector → Ack → `spool`
+//! deletes.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod probes;
+pub mod sampler;
 pub mod session;
 pub mod spool;
 
+mod reload;
+
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::probes::Probes;
-use crate::session::{AgentInfo, SharedSpool, with_spool};
+use crate::probes::ProbeContext;
+use crate::sampler::Sampler;
+use crate::session::{AgentInfo, SharedSpool};
 use crate::spool::{Spool, SpoolError};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,9 +48,15 @@ pub enum RunError {
     Spool(#[from] SpoolError),
 }
 
-/// Runs the agent until `shutdown` resolves: the sampler appends a report to the spool
-/// every interval; the session streams the spool to the collector.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+/// Runs the agent until `shutdown` resolves: every probe unit samples into the spool; the
+/// session streams the spool to the collector. With `config_path`, edits of that file
+/// are applied to the probe units without touching the session (an invalid edit is
+/// refused and the running checks stay).
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
     let collector =
         config.collector.clone().ok_or_else(|| RunError::NoCollector { file: config.source.clone() })?;
     let spool = Spool::open(&config.state_dir, config.spool)?;
@@ -53,6 +67,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         next_seq = stats.next_seq,
         stream_id = %stats.stream_id,
         interval = ?config.interval,
+        units = config.units.len(),
         collector = %collector.url,
         "agent starting"
     );
@@ -68,15 +83,47 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         new_report.clone(),
         token.clone(),
     ));
-    let sampler = tokio::spawn(sample_loop(config, spool, new_report, token.clone()));
+    let context = ProbeContext { state_dir: config.state_dir.clone() };
+    let mut sampler = Sampler::new(context, spool, new_report, token.clone());
+    sampler.apply(&config.units);
 
-    shutdown.await;
+    let (reloads, mut reloaded) = tokio::sync::mpsc::channel(4);
+    let _watcher = match &config_path {
+        Some(path) => match reload::watch(path.clone(), reloads) {
+            Ok(watcher) => Some(watcher),
+            Err(error) => {
+                tracing::warn!(%error, path = %path.display(), "cannot watch the config file; edits need a restart");
+                None
+            }
+        },
+        None => None,
+    };
+    let mut current = config;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(loaded) = reloaded.recv() => match loaded {
+                Ok(new_config) => {
+                    reload::warn_unapplied(&current, &new_config);
+                    let applied = sampler.apply(&new_config.units);
+                    tracing::info!(
+                        started = ?applied.started,
+                        restarted = ?applied.restarted,
+                        stopped = ?applied.stopped,
+                        unchanged = applied.unchanged,
+                        "config reloaded"
+                    );
+                    current = new_config;
+                }
+                Err(error) => tracing::warn!(%error, "config reload refused; the running checks stay as they are"),
+            },
+        }
+    }
     tracing::info!("shutdown requested");
     token.cancel();
-    // Both tasks stop at their next await point; the spool keeps whatever is unacked.
-    if let Err(error) = sampler.await {
-        tracing::error!(%error, "sampler task failed");
-    }
+    // Units and session stop at their next await point; the spool keeps whatever is unacked.
+    sampler.stopped().await;
     if let Err(error) = session.await {
         tracing::error!(%error, "session task failed");
     }
@@ -84,39 +131,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
-/// Samples every `interval` and appends the results to the spool. A failing append is
-/// logged and retried on the next tick; it never stops the loop.
-async fn sample_loop(
-    config: Config,
-    spool: SharedSpool,
-    new_report: Arc<Notify>,
-    shutdown: CancellationToken,
-) {
-    let mut probes = Probes::new(&config.disk);
-    let mut ticker = tokio::time::interval(config.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let results = probes.sample().await;
-        let sampled_at_ms = session::now_ms();
-        match with_spool(&spool, move |spool| spool.append(sampled_at_ms, results)).await {
-            Ok(appended) => {
-                tracing::debug!(seq = appended.seq, "report spooled");
-                new_report.notify_one();
-            }
-            Err(error) => tracing::error!(%error, "cannot spool report; sample lost"),
-        }
-    }
-}
-
 /// `nightowl-agent check`: samples every probe once and renders the results grouped by
 /// family.
 pub async fn check(config: &Config) -> String {
-    let mut probes = Probes::new(&config.disk);
-    let results = probes.sample().await;
+    let context = ProbeContext { state_dir: config.state_dir.clone() };
+    let sampled = sampler::sample_once(&config.units, &context).await;
+    let results: Vec<nightowl_proto::CheckResult> =
+        sampled.into_iter().flat_map(|(_, results)| results).collect();
     render_check(&results)
 }
 

@@ -48,7 +48,8 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
         Command::Run { config } => {
-            let config = match load(config.as_deref(), true) {
+            let path = config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+            let config = match Config::load(&path) {
                 Ok(config) => config,
                 Err(error) => return config_error(&error),
             };
@@ -60,7 +61,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(EXIT_CONFIG);
             }
             block_on(async move {
-                match nightowl_agent::run(config, shutdown_signal()).await {
+                match nightowl_agent::run(config, Some(path), shutdown_signal()).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(error) => {
                         eprintln!("nightowl-agent: {error}");

@@ -70,6 +70,9 @@ pub struct DiskConfig {
     /// mount below an excluded path is still watched).
     #[serde(default)]
     pub exclude: Vec<PathBuf>,
+    /// How often to sample; default: `[agent] interval`.
+    #[serde(default)]
+    pub interval: Option<crate::config::HumanDuration>,
 }
 
 impl DiskConfig {
@@ -104,6 +107,23 @@ impl DiskConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// The disk probe: samples the configured mounts on every call.
+pub struct DiskProbe {
+    config: DiskConfig,
+}
+
+impl DiskProbe {
+    pub fn new(config: &DiskConfig) -> Self {
+        Self { config: config.clone() }
+    }
+}
+
+impl super::Probe for DiskProbe {
+    async fn sample(&mut self) -> Vec<CheckResult> {
+        sample(&self.config).await
     }
 }
 
@@ -533,7 +553,8 @@ mod tests {
 
     #[test]
     fn validate_names_the_offending_entry() {
-        let ok = DiskConfig { include: paths(&["/", "/mnt/backup/"]), exclude: paths(&["/boot"]) };
+        let ok =
+            DiskConfig { include: paths(&["/", "/mnt/backup/"]), exclude: paths(&["/boot"]), interval: None };
         assert_eq!(ok.validate(), Ok(()));
 
         let relative = DiskConfig { include: paths(&["data"]), ..Default::default() };
@@ -641,6 +662,7 @@ mod tests {
         let config = DiskConfig {
             include: paths(&["/data/", "/run/lock", "/mnt/backup", "/"]),
             exclude: paths(&["/"]),
+            interval: None,
         };
         let targets = select(&mounts, &config);
         assert_eq!(

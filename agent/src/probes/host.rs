@@ -19,6 +19,15 @@ use super::{ok_result, unknown_result};
 const CHECK_ID: &str = "host";
 const KIND: &str = "host";
 
+/// `[host]`: the host probe always runs; only its interval can be set.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// How often to sample; default: `[agent] interval`.
+    #[serde(default)]
+    pub interval: Option<crate::config::HumanDuration>,
+}
+
 /// Samples the host; keeps the sysinfo state that cpu % is computed from.
 pub struct HostProbe {
     /// `None` when sysinfo could not be initialised; retried on every sample.

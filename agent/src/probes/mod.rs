@@ -1,36 +1,154 @@
 //! Probes: one module per health family.
 //!
-//! Each probe owns its config section (a serde struct with `deny_unknown_fields`) and
-//! exposes one sampling function. A probe that cannot sample yields a [`CheckResult`] with
-//! status UNKNOWN and the reason in `message` (and a `warn` log line) — never a panic, never
-//! a loop that stops sampling. Thresholds are the collector's business: a successful
-//! sample is OK.
+//! Each family owns its config section (a serde struct with `deny_unknown_fields`; doc
+//! comments are the user documentation) and a probe type implementing [`Probe`]: one
+//! async sampling function, plus an optional event hook ([`Probe::changed`]) for
+//! families where the OS tells us about a change (a process exit, a log line, a systemd
+//! signal) so it is reported at once instead of at the next interval.
+//!
+//! A probe that cannot sample yields a [`CheckResult`] with status UNKNOWN and the reason
+//! in `message` (and a `warn` log line) — never a panic, never a loop that stops
+//! sampling. Thresholds are the collector's business: a successful sample is OK, except
+//! for families that carry their own verdict (Nagios plugins).
+//!
+//! The agent runs every configured unit ([`ProbeUnit`]) as its own task on its own
+//! interval with jitter (`crate::sampler`), so a slow probe never delays another.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use nightowl_proto::{CheckResult, ProbeStatus};
 
+pub mod backup;
+pub mod command;
 pub mod disk;
+pub mod exec;
 pub mod host;
+pub mod latency;
+pub mod service;
 
-/// The agent's probe set, built from config; holds probe state between samples (e.g.
-/// the sysinfo `System` that cpu % is computed from).
-pub struct Probes {
-    disk: disk::DiskConfig,
-    host: host::HostProbe,
+/// One configured probe.
+///
+/// `sample` and `changed` are never polled at the same time. `changed` is raced against
+/// the interval timer and shutdown, so it must be cancel-safe: dropping its future must
+/// lose nothing (keep watchers and buffered events in `self`, not in the future).
+pub trait Probe: Send + 'static {
+    /// Samples once. Must bound its own time (timeouts on I/O and commands) and must not
+    /// block the async runtime (use `spawn_blocking` or a thread for blocking calls).
+    fn sample(&mut self) -> impl Future<Output = Vec<CheckResult>> + Send;
+
+    /// Resolves when something changed that warrants sampling now. Default: never.
+    fn changed(&mut self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
 }
 
-impl Probes {
-    /// Builds the probe set. `disk` should have passed [`disk::DiskConfig::validate`].
-    pub fn new(disk: &disk::DiskConfig) -> Self {
-        Self { disk: disk.clone(), host: host::HostProbe::new() }
+/// What every probe may need from the agent.
+#[derive(Debug, Clone)]
+pub struct ProbeContext {
+    /// The agent's state directory; probes keep small state files under
+    /// `<state_dir>/probes/` (e.g. a backup's last success across restarts).
+    pub state_dir: PathBuf,
+}
+
+impl ProbeContext {
+    /// `<state_dir>/probes`, created on demand by the probe that needs it.
+    pub fn probe_state_dir(&self) -> PathBuf {
+        self.state_dir.join("probes")
+    }
+}
+
+/// A configured unit: what to build and how often to sample it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeUnit {
+    /// Unique per agent: "disk", "host", "service:<name>", "backup:<name>", …
+    pub key: String,
+    pub interval: Duration,
+    pub spec: ProbeSpec,
+}
+
+/// The config of one unit, by family.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProbeSpec {
+    Disk(disk::DiskConfig),
+    Host,
+    Service(service::ServiceConfig),
+    Backup(backup::BackupConfig),
+    Latency(latency::LatencyConfig),
+    Command(command::CommandConfig),
+}
+
+impl ProbeSpec {
+    /// The family name ("disk", "service", …), as in check ids and `check` output.
+    pub fn family(&self) -> &'static str {
+        match self {
+            ProbeSpec::Disk(_) => "disk",
+            ProbeSpec::Host => "host",
+            ProbeSpec::Service(_) => "service",
+            ProbeSpec::Backup(_) => "backup",
+            ProbeSpec::Latency(_) => "latency",
+            ProbeSpec::Command(_) => "command",
+        }
     }
 
-    /// Samples every probe once; results of all families, disk first then host.
+    pub fn build(&self, context: &ProbeContext) -> AnyProbe {
+        match self {
+            ProbeSpec::Disk(config) => AnyProbe::Disk(disk::DiskProbe::new(config)),
+            ProbeSpec::Host => AnyProbe::Host(host::HostProbe::new()),
+            ProbeSpec::Service(config) => AnyProbe::Service(service::ServiceProbe::new(config, context)),
+            ProbeSpec::Backup(config) => AnyProbe::Backup(backup::BackupProbe::new(config, context)),
+            ProbeSpec::Latency(config) => AnyProbe::Latency(latency::LatencyProbe::new(config, context)),
+            ProbeSpec::Command(config) => AnyProbe::Command(command::CommandProbe::new(config, context)),
+        }
+    }
+}
+
+/// Any family's probe (enum dispatch: `Probe` uses `impl Future` and is not dyn-safe).
+pub enum AnyProbe {
+    Disk(disk::DiskProbe),
+    Host(host::HostProbe),
+    Service(service::ServiceProbe),
+    Backup(backup::BackupProbe),
+    Latency(latency::LatencyProbe),
+    Command(command::CommandProbe),
+}
+
+impl AnyProbe {
     pub async fn sample(&mut self) -> Vec<CheckResult> {
-        let mut results = disk::sample(&self.disk).await;
-        results.push(self.host.sample());
-        results
+        match self {
+            AnyProbe::Disk(probe) => probe.sample().await,
+            AnyProbe::Host(probe) => vec![probe.sample()],
+            AnyProbe::Service(probe) => probe.sample().await,
+            AnyProbe::Backup(probe) => probe.sample().await,
+            AnyProbe::Latency(probe) => probe.sample().await,
+            AnyProbe::Command(probe) => probe.sample().await,
+        }
+    }
+
+    pub async fn changed(&mut self) {
+        match self {
+            AnyProbe::Disk(probe) => probe.changed().await,
+            AnyProbe::Host(_) => std::future::pending().await,
+            AnyProbe::Service(probe) => probe.changed().await,
+            AnyProbe::Backup(probe) => probe.changed().await,
+            AnyProbe::Latency(probe) => probe.changed().await,
+            AnyProbe::Command(probe) => probe.changed().await,
+        }
+    }
+}
+
+/// A check name as used in check ids (`service:<name>`): 1–64 characters of letters,
+/// digits, '.', '_', '-', '/', '@'; no spaces or colons.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("name {name:?}: use 1-64 characters of letters, digits, '.', '_', '-', '/', '@'"))
     }
 }
 
@@ -60,13 +178,13 @@ pub(crate) fn unknown_result(check_id: String, kind: &str, reason: String) -> Ch
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn probes_sample_disk_first_then_host() {
-        let mut probes = Probes::new(&disk::DiskConfig::default());
-        let results = probes.sample().await;
-        assert!(results.len() >= 2, "{results:?}");
-        let last = results.last().unwrap();
-        assert_eq!(last.check_id, "host");
-        assert!(results[..results.len() - 1].iter().all(|r| r.kind == "disk"));
+    #[test]
+    fn names() {
+        for good in ["nginx", "db-nightly", "gw.branch_2", "postgres@main", "a/b"] {
+            assert!(validate_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "with space", "a:b", &"x".repeat(65), "ü"] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
     }
 }
