@@ -96,7 +96,7 @@ impl ProbeSpec {
     pub fn build(&self, context: &ProbeContext) -> AnyProbe {
         match self {
             ProbeSpec::Disk(config) => AnyProbe::Disk(disk::DiskProbe::new(config)),
-            ProbeSpec::Host => AnyProbe::Host(host::HostProbe::new()),
+            ProbeSpec::Host => AnyProbe::Host(Box::default()),
             ProbeSpec::Service(config) => AnyProbe::Service(service::ServiceProbe::new(config, context)),
             ProbeSpec::Backup(config) => AnyProbe::Backup(backup::BackupProbe::new(config, context)),
             ProbeSpec::Latency(config) => AnyProbe::Latency(latency::LatencyProbe::new(config, context)),
@@ -108,7 +108,7 @@ impl ProbeSpec {
 /// Any family's probe (enum dispatch: `Probe` uses `impl Future` and is not dyn-safe).
 pub enum AnyProbe {
     Disk(disk::DiskProbe),
-    Host(host::HostProbe),
+    Host(Box<host::HostProbe>),
     Service(service::ServiceProbe),
     Backup(backup::BackupProbe),
     Latency(latency::LatencyProbe),
