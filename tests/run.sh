@@ -6,11 +6,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# tool:package pairs the tests need beyond Rust.
-required="mount:mount umount:mount mountpoint:util-linux kill:procps"
+# tool:package pairs the tests need beyond Rust (a tool is a command name or a path).
+required="mount:mount umount:mount mountpoint:util-linux kill:procps ip:iproute2 tc:iproute2
+  python3:python3 restic:restic borg:borgbackup
+  /usr/lib/nagios/plugins/check_tcp:monitoring-plugins-basic
+  x86_64-w64-mingw32-gcc:gcc-mingw-w64-x86-64"
 missing=()
 for pair in $required; do
-  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+  tool=${pair%%:*}
+  if [ "${tool#/}" != "$tool" ]; then [ -x "$tool" ] && continue; else command -v "$tool" >/dev/null 2>&1 && continue; fi
+  missing+=("${pair#*:}")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
