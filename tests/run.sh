@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # tool:package pairs the tests need beyond Rust (a tool is a command name or a path).
-required="mount:mount umount:mount mountpoint:util-linux kill:procps ip:iproute2 tc:iproute2
+required="mount:mount umount:mount mountpoint:util-linux kill:procps pgrep:procps ip:iproute2 tc:iproute2
   python3:python3 restic:restic borg:borgbackup
   /usr/lib/nagios/plugins/check_tcp:monitoring-plugins-basic
   x86_64-w64-mingw32-gcc:gcc-mingw-w64-x86-64"
@@ -27,5 +27,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 cargo fmt --all -- --check
+
+# The agent must also build for Windows (its service backend for the Service Control
+# Manager lives behind cfg(windows)). ring's build script needs mingw even for `check`.
+if rustup target list --installed 2>/dev/null | grep -qx x86_64-pc-windows-gnu \
+   || rustup target add x86_64-pc-windows-gnu >/dev/null 2>&1; then
+  cargo check -p nightowl-agent --target x86_64-pc-windows-gnu
+  echo "windows check: nightowl-agent builds for x86_64-pc-windows-gnu"
+else
+  echo "SKIP: windows check: the x86_64-pc-windows-gnu standard library cannot be installed here"
+fi
 cargo build --release -p nightowl-agent -p nightowl-collector
 NIGHTOWL_BIN_DIR="$PWD/target/release" cargo test --workspace

@@ -293,6 +293,8 @@ impl Collector {
 pub struct Agent {
     pub config: PathBuf,
     dir: PathBuf,
+    /// The `[collector]` and `[agent]` part of the config, kept across rewrites.
+    head: String,
     daemon: Option<Daemon>,
 }
 
@@ -308,25 +310,30 @@ impl Agent {
         disks: &[&Path],
     ) -> Agent {
         fs::create_dir_all(dir).unwrap();
-        let config = dir.join("agent.toml");
+        let head = format!(
+            "[collector]\nurl = \"{url}\"\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\
+             [agent]\nstate_dir = \"{state}\"\ninterval = \"{interval}\"\nheartbeat = \"1s\"\n",
+            url = collector.url(),
+            ca = pki.ca().display(),
+            cert = cert.display(),
+            key = key.display(),
+            state = dir.join("state").display(),
+        );
+        let agent = Agent { config: dir.join("agent.toml"), dir: dir.to_path_buf(), head, daemon: None };
+        agent.rewrite_config(disks, "");
+        agent
+    }
+
+    /// Rewrites the config file (same identity, spool and interval): watch exactly
+    /// `disks`, plus `extra` TOML appended verbatim. The file is replaced by rename, as
+    /// editors and config management do.
+    pub fn rewrite_config(&self, disks: &[&Path], extra: &str) {
         let include: Vec<String> =
             disks.iter().map(|disk| format!("{:?}", disk.display().to_string())).collect();
-        fs::write(
-            &config,
-            format!(
-                "[collector]\nurl = \"{url}\"\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\
-                 [agent]\nstate_dir = \"{state}\"\ninterval = \"{interval}\"\nheartbeat = \"1s\"\n\
-                 [disk]\ninclude = [{include}]\n",
-                url = collector.url(),
-                ca = pki.ca().display(),
-                cert = cert.display(),
-                key = key.display(),
-                state = dir.join("state").display(),
-                include = include.join(", "),
-            ),
-        )
-        .unwrap();
-        Agent { config, dir: dir.to_path_buf(), daemon: None }
+        let text = format!("{}[disk]\ninclude = [{}]\n{extra}", self.head, include.join(", "));
+        let temporary = self.dir.join(".agent.toml.tmp");
+        fs::write(&temporary, text).unwrap();
+        fs::rename(&temporary, &self.config).unwrap();
     }
 
     pub fn start(&mut self) {

@@ -11,7 +11,7 @@
 //!   position, strictly increasing and never reused; `id` is the event id (unique);
 //!   `body` is the event's JSON exactly as consumers receive it.
 //! - `agents`: per (tenant, agent): the spool `stream_id`, `last_seq` (highest processed
-//!   report), counters (`seq_gaps`, `reports`) and what Hello said.
+//!   report), counters (`seq_gaps`, `reports`, `sessions`), when the current session began and what Hello said.
 //! - `check_states`: per (tenant, agent, check, rule): level, fingerprint, firing since.
 //!
 //! # Invariants
@@ -45,6 +45,10 @@ pub use read::{AgentRow, EventRow, Reader};
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "nightowl.db";
 
+/// Schema version, in SQLite's `user_version`. Bump it with a migration in
+/// [`open_connection`] whenever [`SCHEMA`] changes shape.
+const SCHEMA_VERSION: i64 = 1;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     pos INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -70,6 +74,8 @@ CREATE TABLE IF NOT EXISTS agents (
     boot_id TEXT NOT NULL DEFAULT '',
     first_seen TEXT NOT NULL,
     last_seen TEXT NOT NULL,
+    connected_at TEXT NOT NULL,
+    sessions INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant, agent)
 );
 CREATE TABLE IF NOT EXISTS check_states (
@@ -119,7 +125,18 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreErro
         connection
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
             .map_err(sqlite(path))?;
+        let version: i64 =
+            connection.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(sqlite(path))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Corrupt {
+                path: path.to_owned(),
+                detail: format!(
+                    "schema version {version} is newer than this collector understands ({SCHEMA_VERSION}): upgrade the collector"
+                ),
+            });
+        }
         connection.execute_batch(SCHEMA).map_err(sqlite(path))?;
+        connection.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(sqlite(path))?;
     }
     Ok(connection)
 }
@@ -328,12 +345,13 @@ fn hello(tx: &Connection, path: &Path, record: &HelloRecord) -> Result<AgentSnap
         None => (0, true),
     };
     tx.execute(
-        "INSERT INTO agents (tenant, agent, stream_id, last_seq, hostname, os, agent_version, boot_id, first_seen, last_seen)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
+        "INSERT INTO agents (tenant, agent, stream_id, last_seq, hostname, os, agent_version, boot_id,
+                             first_seen, last_seen, connected_at, sessions)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9, 1)
          ON CONFLICT (tenant, agent) DO UPDATE SET
            stream_id = excluded.stream_id, last_seq = excluded.last_seq, hostname = excluded.hostname,
            os = excluded.os, agent_version = excluded.agent_version, boot_id = excluded.boot_id,
-           last_seen = excluded.last_seen",
+           last_seen = excluded.last_seen, connected_at = excluded.connected_at, sessions = sessions + 1",
         params![
             tenant,
             agent,

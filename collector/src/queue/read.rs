@@ -29,6 +29,10 @@ pub struct AgentRow {
     pub reports: u64,
     pub first_seen: String,
     pub last_seen: String,
+    /// When the agent's latest session began (its Hello).
+    pub connected_at: String,
+    /// Sessions (Hellos) seen from this agent, ever.
+    pub sessions: u64,
     pub open_alerts: u64,
 }
 
@@ -74,7 +78,7 @@ impl Reader {
             .connection
             .prepare_cached(
                 "SELECT a.tenant, a.agent, a.hostname, a.os, a.agent_version, a.last_seq, a.seq_gaps,
-                        a.reports, a.first_seen, a.last_seen,
+                        a.reports, a.first_seen, a.last_seen, a.connected_at, a.sessions,
                         (SELECT COUNT(*) FROM check_states s
                           WHERE s.tenant = a.tenant AND s.agent = a.agent AND s.level != 'ok')
                  FROM agents a ORDER BY a.tenant, a.agent",
@@ -93,7 +97,9 @@ impl Reader {
                     reports: row.get::<_, i64>(7)? as u64,
                     first_seen: row.get(8)?,
                     last_seen: row.get(9)?,
-                    open_alerts: row.get::<_, i64>(10)? as u64,
+                    connected_at: row.get(10)?,
+                    sessions: row.get::<_, i64>(11)? as u64,
+                    open_alerts: row.get::<_, i64>(12)? as u64,
                 })
             })
             .map_err(sqlite(&self.path))?;

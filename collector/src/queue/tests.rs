@@ -103,6 +103,7 @@ fn commit_dedup_gap_and_reopen() {
             (agents[0].last_seq, agents[0].seq_gaps, agents[0].reports, agents[0].open_alerts),
             (5, 3, 2, 1)
         );
+        assert_eq!(agents[0].sessions, 2, "two hellos so far");
 
         // A new spool stream restarts the seq sequence instead of being taken for replay.
         let snapshot = store.hello(hello_record("s2")).await.unwrap();
