@@ -13,6 +13,7 @@
 //! state_dir = "/var/lib/nightowl-agent"   # spool lives here
 //! interval = "10s"                         # how often probes sample
 //! heartbeat = "10s"                        # keep-alive towards the collector
+//! labels = { role = "server", site = "hq" } # rules and overrides select on these
 //!
 //! [spool]                                  # bound on unacked reports (oldest dropped first)
 //! max_reports = 100000
@@ -99,6 +100,7 @@ struct RawCollector {
 #[serde(deny_unknown_fields)]
 struct RawAgent {
     state_dir: Option<PathBuf>,
+    labels: Option<std::collections::BTreeMap<String, String>>,
     interval: Option<String>,
     heartbeat: Option<String>,
 }
@@ -129,6 +131,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub interval: Duration,
     pub heartbeat: Duration,
+    /// Descriptive labels sent to the collector (rules and overrides select on them).
+    pub labels: std::collections::BTreeMap<String, String>,
     pub spool: SpoolLimits,
     /// Every probe unit to run, in config order (disk, host, then the listed checks).
     pub units: Vec<ProbeUnit>,
@@ -211,6 +215,16 @@ impl Config {
                 Ok(parsed)
             };
         let interval = duration("agent.interval", raw.agent.interval, Duration::from_secs(10))?;
+        let labels = raw.agent.labels.unwrap_or_default();
+        for (key, value) in &labels {
+            let fits = |text: &str| !text.is_empty() && text.len() <= 64;
+            if !fits(key) || !fits(value) || labels.len() > 32 {
+                return Err(error(
+                    "agent.labels",
+                    format!("{key:?} = {value:?}: at most 32 labels of 1-64 characters"),
+                ));
+            }
+        }
         let heartbeat = duration("agent.heartbeat", raw.agent.heartbeat, Duration::from_secs(10))?;
         let defaults = SpoolLimits::default();
         let spool = SpoolLimits {
@@ -275,6 +289,7 @@ impl Config {
             state_dir: raw.agent.state_dir.map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), resolve),
             interval,
             heartbeat,
+            labels,
             spool,
             units,
         })

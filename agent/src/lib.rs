@@ -78,7 +78,7 @@ pub async fn run(
     let session = tokio::spawn(session::run(
         collector,
         spool.clone(),
-        AgentInfo::detect(),
+        AgentInfo::detect(config.labels.clone()),
         config.heartbeat,
         new_report.clone(),
         token.clone(),

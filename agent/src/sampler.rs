@@ -135,10 +135,15 @@ async fn run_unit(
             () = tokio::time::sleep_until(next) => next = tokio::time::Instant::now() + jittered(interval),
             () = probe.changed() => tracing::debug!(unit = %key, "change signalled; sampling now"),
         }
-        let batch = tokio::select! {
+        let mut batch = tokio::select! {
             () = stop.cancelled() => return,
             batch = probe.sample() => batch,
         };
+        // The collector detects a silent check by its interval.
+        let interval_ms = u32::try_from(interval.as_millis()).unwrap_or(u32::MAX);
+        for result in &mut batch {
+            result.interval_ms = interval_ms;
+        }
         if batch.is_empty() {
             continue;
         }

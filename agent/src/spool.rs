@@ -486,6 +486,7 @@ mod tests {
                 status: ProbeStatus::Ok as i32,
                 metrics: [("used_pct".to_string(), 41.5)].into_iter().collect(),
                 message: String::new(),
+                interval_ms: 10_000,
             })
             .collect()
     }

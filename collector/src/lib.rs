@@ -7,7 +7,9 @@
 //! - `config`: raw TOML → validated [`config::Config`]; errors name file and key.
 //! - `pki`: the collector's small CA (`ca init`, `ca issue`) and certificate identity.
 //! - `ingest`: the gRPC session server (TLS acceptor, limits, one task per agent session).
-//! - `evaluate`: rules and per-check state machines; measurements in, transitions out.
+//! - `evaluate`: rules (file + overrides, hot reload) and per-check state machines;
+//!   measurements in, transitions out.
+//! - `calendar`: maintenance windows, silences and business-hours coverage (pure time logic).
 //! - `alert`: the alert event (the consumers' JSON contract) and its fingerprint.
 //! - `queue`: the embedded durable store (SQLite): alert queue, agent seqs, check states.
 //! - `cli`: the read-side commands (`alerts tail`, `agents list`).
@@ -17,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alert;
+pub mod calendar;
 pub mod cli;
 pub mod config;
 pub mod evaluate;
@@ -29,7 +32,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::evaluate::RuleSet;
 use crate::ingest::{Counters, Ingest, ServeError};
 use crate::queue::{Store, StoreError};
 
@@ -65,8 +67,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let tls = ingest::server_tls_config(&config.tls).map_err(ServeError::from)?;
     let (store, writer) = Store::open(&config.data_dir)?;
     let counters = Arc::new(Counters::default());
+    let (rules, rules_receiver) = tokio::sync::watch::channel(config.rules.clone());
+    let _rules_watcher = match &config.rules_path {
+        Some(path) => match evaluate::watch_rules(path.clone(), rules) {
+            Ok(watcher) => Some(watcher),
+            Err(error) => {
+                tracing::warn!(%error, path = %path.display(), "cannot watch the rules file; edits need a restart");
+                None
+            }
+        },
+        None => None,
+    };
     let ingest =
-        Ingest::bind(config.listen, tls, store.clone(), RuleSet::defaults(), config.limits.clone(), counters)
+        Ingest::bind(config.listen, tls, store.clone(), rules_receiver, config.limits.clone(), counters)
             .await?;
     let addr =
         ingest.local_addr().map_err(|source| RunError::Io { path: PathBuf::from("listener"), source })?;

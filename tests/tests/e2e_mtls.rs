@@ -67,6 +67,7 @@ fn hello(tenant: &str, agent: &str) -> AgentMessage {
         stream_id: "stream-1".into(),
         tenant: tenant.into(),
         agent: agent.into(),
+        labels: Default::default(),
     })
 }
 
@@ -81,6 +82,7 @@ fn full_disk_report(seq: u64) -> AgentMessage {
             status: ProbeStatus::Ok as i32,
             metrics: HashMap::from([("used_pct".to_owned(), 99.0)]),
             message: String::new(),
+            interval_ms: 10_000,
         }],
     })
 }

@@ -159,7 +159,15 @@ pub(crate) fn ok_result(
     metrics: HashMap<String, f64>,
     message: String,
 ) -> CheckResult {
-    CheckResult { check_id, kind: kind.to_owned(), status: ProbeStatus::Ok as i32, metrics, message }
+    CheckResult {
+        check_id,
+        kind: kind.to_owned(),
+        status: ProbeStatus::Ok as i32,
+        metrics,
+        message,
+        // Set by the sampler, which knows the unit's interval.
+        interval_ms: 0,
+    }
 }
 
 /// A probe that could not sample: UNKNOWN with the reason, and a log line.
@@ -171,6 +179,7 @@ pub(crate) fn unknown_result(check_id: String, kind: &str, reason: String) -> Ch
         status: ProbeStatus::Unknown as i32,
         metrics: HashMap::new(),
         message: reason,
+        interval_ms: 0,
     }
 }
 

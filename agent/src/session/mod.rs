@@ -74,14 +74,16 @@ pub async fn with_spool<T: Send + 'static>(
 /// What the agent says about itself in Hello.
 #[derive(Debug, Clone)]
 pub struct AgentInfo {
+    pub labels: std::collections::BTreeMap<String, String>,
     pub hostname: String,
     pub os: String,
     pub boot_id: String,
 }
 
 impl AgentInfo {
-    pub fn detect() -> Self {
+    pub fn detect(labels: std::collections::BTreeMap<String, String>) -> Self {
         Self {
+            labels,
             hostname: sysinfo::System::host_name().unwrap_or_default(),
             os: sysinfo::System::long_os_version().unwrap_or_default(),
             boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
@@ -171,6 +173,7 @@ async fn session(
         stream_id: stream_id.to_owned(),
         tenant: String::new(),
         agent: String::new(),
+        labels: info.labels.clone().into_iter().collect(),
     };
     outbound.send(AgentMessage::hello(hello)).await.map_err(|_| SessionError::Closed)?;
     let mut inbound = client.session(ReceiverStream::new(receiver)).await?.into_inner();

@@ -69,6 +69,10 @@ pub struct AlertEvent {
     pub labels: BTreeMap<String, String>,
     pub runbook: Option<String>,
     pub remediation: Option<Remediation>,
+    /// Present (true) only on the one event that says the check started flapping and
+    /// its notifications are paused; absent on every other event.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flapping: bool,
 }
 
 /// Stable hex fingerprint of (tenant, agent, check, rule): the first 16 bytes of a
@@ -128,6 +132,7 @@ mod tests {
             labels: BTreeMap::new(),
             runbook: None,
             remediation: None,
+            flapping: false,
         };
         let json: serde_json::Value = serde_json::to_value(&event).unwrap();
         let object = json.as_object().unwrap();

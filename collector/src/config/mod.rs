@@ -7,6 +7,8 @@
 //! listen = "127.0.0.1:7443"
 //! # Where the alert store and state live.
 //! data_dir = "/var/lib/nightowl"
+//! # Alerting rules (see evaluate::rules); default: the embedded rules. Reloaded on change.
+//! rules = "/etc/nightowl/rules.toml"
 //!
 //! [tls]                      # default: <data_dir>/pki/{ca.pem,collector.pem,collector.key}
 //! ca = "/etc/nightowl/pki/ca.pem"
@@ -30,9 +32,12 @@
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::evaluate::RuleSet;
 
 /// A configuration problem, naming where it is.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +55,7 @@ pub struct ConfigError {
 struct RawConfig {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
+    rules: Option<PathBuf>,
     #[serde(default)]
     tls: RawTls,
     #[serde(default)]
@@ -125,6 +131,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub tls: TlsPaths,
     pub limits: Limits,
+    /// The rules file, when one is configured (watched for changes).
+    pub rules_path: Option<PathBuf>,
+    /// The rules in force at load: from `rules_path`, or the embedded defaults.
+    pub rules: Arc<RuleSet>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7443";
@@ -270,7 +280,12 @@ impl RawConfig {
             )?,
             idle_timeout: duration("limits.idle_timeout", raw.idle_timeout, defaults.idle_timeout)?,
         };
-        Ok(Config { source: file.to_owned(), listen, data_dir, tls, limits })
+        let rules_path = self.rules.map(|path| resolve(base, path));
+        let rules = match &rules_path {
+            None => RuleSet::defaults(),
+            Some(path) => Arc::new(RuleSet::load(path).map_err(|rules| error("rules", rules.to_string()))?),
+        };
+        Ok(Config { source: file.to_owned(), listen, data_dir, tls, limits, rules_path, rules })
     }
 }
 
@@ -289,6 +304,21 @@ mod tests {
         assert_eq!(config.data_dir, Path::new("./nightowl-data"));
         assert_eq!(config.tls.ca, Path::new("./nightowl-data/pki/ca.pem"));
         assert_eq!(config.limits, Limits::default());
+        assert!(config.rules_path.is_none());
+        assert!(config.rules.rules().iter().any(|rule| rule.name == "disk_used_pct"));
+    }
+
+    #[test]
+    fn a_bad_rules_file_is_a_config_error_naming_the_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("rules.toml"),
+            "[[rule]]\nname = \"full\"\nkind = \"disk\"\nmetric = \"used_pct\"\nwarn = 99\ncrit = 95\n",
+        )
+        .unwrap();
+        let error = Config::parse("rules = \"rules.toml\"", "collector.toml", dir.path()).unwrap_err();
+        assert_eq!(error.key, "rules");
+        assert!(error.message.contains("rule full") && error.message.contains("warn (99)"), "{error}");
     }
 
     #[test]

@@ -1,25 +1,47 @@
 //! Evaluation: measurements in, alert transitions out.
 //!
-//! A [`Rule`] reads one metric of the results of one check kind and maps its value to a
+//! A [`Rule`] reads one metric of the results of matching checks and maps its value to a
 //! [`Level`] with warn / crit thresholds and a separate `clear` threshold (hysteresis).
 //! Each (agent, check, rule) has a [`CheckState`]; [`AgentEvaluator::evaluate`] turns one
-//! report into the state updates and alert events it causes *without* mutating anything,
-//! so the caller can make them durable first and [`AgentEvaluator::apply`] them after.
-//! That split is what lets a crash between "evaluated" and "durable" lose nothing and
-//! emit nothing twice: the report is not acked, the agent replays it, and evaluation runs
+//! report into the state updates and alert events it causes *without* mutating
+//! anything, so the caller can make them durable first and [`AgentEvaluator::apply`] them
+//! after. A crash between "evaluated" and "durable" therefore loses nothing and emits
+//! nothing twice: the report is not acked, the agent replays it, and evaluation runs
 //! again from the last durable state.
 //!
-//! Transitions (for an "above" rule; "below" mirrors it):
-//! - OK → WARNING/CRITICAL when value ≥ warn/crit: a `firing` event;
-//! - WARNING ↔ CRITICAL: a `firing` event with the new severity, same fingerprint and
-//!   `started_at`;
-//! - firing → OK only when value < clear: a `resolved` event. Between clear and warn a
-//!   firing check stays firing (at WARNING), so a value hovering around the threshold
-//!   does not page anyone twice.
+//! # The state machine (per agent, check, rule)
+//!
+//! ```text
+//!            condition holds            held for `for`
+//!   OK ───────────────────► PENDING ───────────────────► FIRING(warning|critical)
+//!    ▲  condition gone (no event) │                            │  ▲
+//!    └────────────────────────────┘          severity change:  └──┘ new `firing` event
+//!    ▲                                                         │
+//!    └──────────── value past `clear`: `resolved` event ───────┘
+//! ```
+//!
+//! - `for = 0`: OK goes straight to FIRING. `started_at` is when the condition began
+//!   (the start of PENDING), so it is the real start of the problem.
+//! - Hysteresis: a firing check whose value is between `clear` and `warn` stays firing
+//!   (at warning); it resolves only past `clear`.
+//! - UNKNOWN: a probe that cannot sample is not judged by the metric rules (their state
+//!   holds); the `@unknown` pseudo-metric lets a rule (default `probe_unknown`) alert on
+//!   a probe that stays UNKNOWN.
+//! - Flapping: every level change is counted over the rule set's flap window. Reaching
+//!   the threshold emits ONE event marked `flapping` and silences the check; when it has
+//!   not changed for a whole window, one event brings consumers to its current level.
+//!
+//! - Staleness: a check that stops reporting for 3 intervals (at least 30 s) is judged
+//!   once with `@stale = 1` by [`AgentEvaluator::tick`] (default rule `no_data`).
+//!
+//! Pseudo-metrics available to rules: `@status` (the probe's verdict: 0 OK, 1 WARNING,
+//! 2 CRITICAL; absent when UNKNOWN), `@unknown` (1 when UNKNOWN, else 0) and `@stale`
+//! (1 when the check stopped reporting, else 0).
 
+mod reload;
 mod rules;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use nightowl_proto::{CheckResult, ProbeStatus};
@@ -28,7 +50,8 @@ use serde::{Deserialize, Serialize};
 use crate::alert::{self, AlertEvent, Status};
 use crate::pki::AgentIdentity;
 
-pub use rules::{Direction, Rule, RuleSet};
+pub use reload::watch_rules;
+pub use rules::{Direction, Flapping, Missing, Rule, RuleSet, RulesError, Template};
 
 /// A check's alert level under one rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -62,19 +85,53 @@ impl Level {
     }
 }
 
-/// What the collector remembers per (agent, check, rule); persisted with every change.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CheckState {
+/// A condition waiting for its rule's `for` to elapse.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Pending {
     pub level: Level,
+    pub since: jiff::Timestamp,
+}
+
+/// What the collector remembers per (agent, check, rule); persisted when it changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckState {
+    /// The level the rule judges the check to be at.
+    pub level: Level,
+    /// The level consumers were last told (differs from `level` only while flapping).
+    pub emitted: Level,
     /// When the current firing episode started (None while OK).
     pub started_at: Option<jiff::Timestamp>,
     /// The last value evaluated.
     pub value: f64,
+    pub pending: Option<Pending>,
+    /// Recent level changes, for flap detection (pruned to the flap window).
+    #[serde(default)]
+    pub changes: Vec<jiff::Timestamp>,
+    #[serde(default)]
+    pub flapping: bool,
 }
 
 impl CheckState {
     pub fn ok(value: f64) -> Self {
-        Self { level: Level::Ok, started_at: None, value }
+        Self {
+            level: Level::Ok,
+            emitted: Level::Ok,
+            started_at: None,
+            value,
+            pending: None,
+            changes: Vec::new(),
+            flapping: false,
+        }
+    }
+
+    /// Equal apart from the last value: nothing worth a write.
+    fn same_machine(&self, other: &CheckState) -> bool {
+        self.level == other.level
+            && self.emitted == other.emitted
+            && self.started_at == other.started_at
+            && self.pending == other.pending
+            && self.changes == other.changes
+            && self.flapping == other.flapping
     }
 }
 
@@ -102,70 +159,266 @@ pub struct Evaluation {
     pub invalid_values: u64,
 }
 
+/// What a step of the state machine tells consumers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// Firing at this level (new, or a severity change).
+    Fire(Level),
+    /// Back to OK; carries the level it was firing at.
+    Resolve(Level),
+    /// Started flapping at this level: one note, then silence.
+    Flapping(Level),
+}
+
+/// One step of the state machine: `target` is the level the value calls for.
+pub fn step(
+    rule: &Rule,
+    flapping: &Flapping,
+    state: &CheckState,
+    target: Level,
+    value: f64,
+    at: jiff::Timestamp,
+) -> (CheckState, Option<Transition>) {
+    let mut next = state.clone();
+    next.value = value;
+    let window = jiff::SignedDuration::try_from(flapping.window).unwrap_or(jiff::SignedDuration::MAX);
+    next.changes.retain(|&change| at.duration_since(change) < window);
+
+    // `for`: entering FIRING from OK waits until the condition has held long enough.
+    let mut level = target;
+    if !state.level.is_firing() && target.is_firing() && !rule.for_duration.is_zero() {
+        let since = state.pending.map_or(at, |pending| pending.since);
+        let held = at.duration_since(since);
+        if held < jiff::SignedDuration::try_from(rule.for_duration).unwrap_or(jiff::SignedDuration::MAX) {
+            next.pending = Some(Pending { level: target, since });
+            return (next, None);
+        }
+        level = target;
+    }
+    let condition_since = state.pending.map_or(at, |pending| pending.since);
+    next.pending = None;
+
+    let mut transition = None;
+    if level != state.level {
+        next.level = level;
+        next.started_at = match (state.level.is_firing(), level.is_firing()) {
+            (false, true) => Some(condition_since),
+            (true, true) => state.started_at.or(Some(at)),
+            (_, false) => None,
+        };
+        next.changes.push(at);
+        if !state.flapping && next.changes.len() >= flapping.changes {
+            next.flapping = true;
+            transition = Some(Transition::Flapping(level));
+        }
+    }
+    if next.flapping && next.changes.is_empty() {
+        // Quiet for a whole window: flapping is over.
+        next.flapping = false;
+    }
+    if transition.is_none() && !next.flapping && next.level != state.emitted {
+        transition = Some(if next.level.is_firing() {
+            Transition::Fire(next.level)
+        } else {
+            Transition::Resolve(state.emitted)
+        });
+    }
+    match transition {
+        Some(Transition::Fire(level) | Transition::Flapping(level)) => next.emitted = level,
+        Some(Transition::Resolve(_)) => next.emitted = Level::Ok,
+        None => {}
+    }
+    (next, transition)
+}
+
 /// Evaluation state of one agent. Owned by the session that holds the agent, so no lock.
 #[derive(Debug)]
 pub struct AgentEvaluator {
     identity: AgentIdentity,
+    labels: BTreeMap<String, String>,
     rules: Arc<RuleSet>,
+    /// Effective rules per (kind, check), resolved once per rule set.
+    effective: HashMap<(String, String), Vec<Arc<Rule>>>,
     states: HashMap<StateKey, CheckState>,
+    /// Per check: kind, when its last result was sampled, how often it should come, and
+    /// whether it is considered stale now. Memory only: after a collector restart the
+    /// staleness clock starts again with the session.
+    seen: HashMap<String, Seen>,
 }
 
+#[derive(Debug, Clone)]
+struct Seen {
+    kind: String,
+    at: jiff::Timestamp,
+    interval: std::time::Duration,
+    stale: bool,
+}
+
+/// A check is stale after this many missed intervals…
+pub const STALE_INTERVALS: u32 = 3;
+/// …but never sooner than this (fast-sampling checks jitter).
+pub const STALE_MINIMUM: std::time::Duration = std::time::Duration::from_secs(30);
+/// Interval assumed for results that do not say theirs.
+const DEFAULT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl AgentEvaluator {
-    pub fn new(identity: AgentIdentity, rules: Arc<RuleSet>, states: HashMap<StateKey, CheckState>) -> Self {
-        Self { identity, rules, states }
+    pub fn new(
+        identity: AgentIdentity,
+        labels: BTreeMap<String, String>,
+        rules: Arc<RuleSet>,
+        states: HashMap<StateKey, CheckState>,
+    ) -> Self {
+        Self { identity, labels, rules, effective: HashMap::new(), states, seen: HashMap::new() }
+    }
+
+    /// Switches to a reloaded rule set (states are kept: fingerprints are per rule name).
+    pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
+        if !Arc::ptr_eq(&self.rules, &rules) {
+            self.rules = rules;
+            self.effective.clear();
+        }
     }
 
     pub fn state(&self, key: &StateKey) -> Option<&CheckState> {
         self.states.get(key)
     }
 
+    fn rules_for(&mut self, kind: &str, check: &str) -> Vec<Arc<Rule>> {
+        let key = (kind.to_owned(), check.to_owned());
+        if let Some(rules) = self.effective.get(&key) {
+            return rules.clone();
+        }
+        let rules = self.rules.effective(&self.identity.tenant, &self.labels, kind, check);
+        self.effective.insert(key, rules.clone());
+        rules
+    }
+
     /// Evaluates one report's results. `at` is when the sample was taken (already
     /// clamped to a plausible range by the caller); `now` is the emission time.
-    pub fn evaluate(&self, results: &[CheckResult], at: jiff::Timestamp, now: jiff::Timestamp) -> Evaluation {
-        let mut evaluation = Evaluation::default();
+    pub fn evaluate(
+        &mut self,
+        results: &[CheckResult],
+        at: jiff::Timestamp,
+        now: jiff::Timestamp,
+    ) -> Evaluation {
         for result in results {
-            // A probe that could not sample says nothing about thresholds; UNKNOWN
-            // handling (staleness, no-data alerts) is the state machine's next step.
-            if result.status() == ProbeStatus::Unknown {
-                continue;
+            let interval = match result.interval_ms {
+                0 => DEFAULT_INTERVAL,
+                ms => std::time::Duration::from_millis(u64::from(ms)),
+            };
+            self.seen.insert(
+                result.check_id.clone(),
+                Seen { kind: result.kind.clone(), at, interval, stale: false },
+            );
+        }
+        self.judge(results, false, at, now)
+    }
+
+    /// Timer: checks that have sent nothing for [`STALE_INTERVALS`] intervals (at least
+    /// [`STALE_MINIMUM`]) are judged with `@stale = 1` once; their next result brings
+    /// `@stale = 0`.
+    pub fn tick(&mut self, now: jiff::Timestamp) -> Evaluation {
+        let mut stale = Vec::new();
+        for (check, seen) in &mut self.seen {
+            let limit = (seen.interval * STALE_INTERVALS).max(STALE_MINIMUM);
+            let limit = jiff::SignedDuration::try_from(limit).unwrap_or(jiff::SignedDuration::MAX);
+            if !seen.stale && now.duration_since(seen.at) > limit {
+                seen.stale = true;
+                stale.push(CheckResult {
+                    check_id: check.clone(),
+                    kind: seen.kind.clone(),
+                    message: format!("no result since {}", seen.at),
+                    ..Default::default()
+                });
             }
-            for rule in self.rules.matching(&result.kind) {
-                let Some(&value) = result.metrics.get(&rule.metric) else {
-                    continue;
-                };
-                if !value.is_finite() {
-                    evaluation.invalid_values += 1;
-                    continue;
+        }
+        if stale.is_empty() {
+            return Evaluation::default();
+        }
+        stale.sort_by(|a, b| a.check_id.cmp(&b.check_id));
+        self.judge(&stale, true, now, now)
+    }
+
+    fn judge(
+        &mut self,
+        results: &[CheckResult],
+        stale: bool,
+        at: jiff::Timestamp,
+        now: jiff::Timestamp,
+    ) -> Evaluation {
+        let mut evaluation = Evaluation::default();
+        let flapping = self.rules.flapping;
+        // Later results of the same check in one report win; states change in order.
+        let mut working: HashMap<StateKey, CheckState> = HashMap::new();
+        for result in results {
+            let status = result.status();
+            let pseudo = |name: &str| -> Option<f64> {
+                match (name, status) {
+                    ("@stale", _) => Some(if stale { 1.0 } else { 0.0 }),
+                    (_, _) if stale => None,
+                    ("@unknown", ProbeStatus::Unknown) => Some(1.0),
+                    ("@unknown", _) => Some(0.0),
+                    ("@status", ProbeStatus::Ok) => Some(0.0),
+                    ("@status", ProbeStatus::Warning) => Some(1.0),
+                    ("@status", ProbeStatus::Critical) => Some(2.0),
+                    _ => None,
                 }
+            };
+            for rule in self.rules_for(&result.kind, &result.check_id) {
+                let value = if rule.metric.starts_with('@') {
+                    pseudo(&rule.metric)
+                } else if stale || status == ProbeStatus::Unknown {
+                    // No judgement on a failed sample; the state holds.
+                    continue;
+                } else {
+                    result.metrics.get(&rule.metric).copied()
+                };
                 let key = StateKey { check: result.check_id.clone(), rule: rule.name.clone() };
-                let previous = self.states.get(&key).cloned().unwrap_or(CheckState::ok(value));
-                let level = rule.next_level(previous.level, value);
+                let state = working
+                    .get(&key)
+                    .or_else(|| self.states.get(&key))
+                    .cloned()
+                    .unwrap_or_else(|| CheckState::ok(value.unwrap_or_default()));
+                let (target, value) = match value {
+                    Some(value) if value.is_finite() => (rule.next_level(state.level, value), value),
+                    Some(_) => {
+                        evaluation.invalid_values += 1;
+                        continue;
+                    }
+                    None if rule.missing == Missing::Ok => (Level::Ok, state.value),
+                    None => continue,
+                };
+                let (next, transition) = step(&rule, &flapping, &state, target, value, at);
                 let fingerprint = alert::fingerprint(
                     &self.identity.tenant,
                     &self.identity.agent,
                     &result.check_id,
                     &rule.name,
                 );
-                let state = CheckState {
-                    level,
-                    started_at: match (previous.level.is_firing(), level.is_firing()) {
-                        (false, true) => Some(at),
-                        (true, true) => previous.started_at.or(Some(at)),
-                        (_, false) => None,
-                    },
-                    value,
-                };
-                if level != previous.level {
-                    let event = self.event(rule, result, &fingerprint, &previous, &state, at, now);
-                    evaluation.events.push(event);
+                if let Some(transition) = transition {
+                    evaluation.events.push(self.event(
+                        &rule,
+                        result,
+                        &fingerprint,
+                        &state,
+                        &next,
+                        transition,
+                        at,
+                        now,
+                    ));
                 }
-                // Persist level changes; plain value drift of an OK check is not worth
-                // a write per report.
-                if level != previous.level || !self.states.contains_key(&key) {
-                    evaluation.updates.push(StateUpdate { key, fingerprint, state });
+                let known = self.states.get(&key);
+                if known.is_none_or(|known| !known.same_machine(&next)) || working.contains_key(&key) {
+                    working.insert(key, next);
                 }
             }
         }
+        for (key, state) in working {
+            let fingerprint =
+                alert::fingerprint(&self.identity.tenant, &self.identity.agent, &key.check, &key.rule);
+            evaluation.updates.push(StateUpdate { key, fingerprint, state });
+        }
+        evaluation.updates.sort_by(|a, b| a.key.cmp(&b.key));
         evaluation
     }
 
@@ -184,40 +437,89 @@ impl AgentEvaluator {
         fingerprint: &str,
         previous: &CheckState,
         state: &CheckState,
+        transition: Transition,
         at: jiff::Timestamp,
         now: jiff::Timestamp,
     ) -> AlertEvent {
         let subject =
             result.check_id.split_once(':').map_or(result.check_id.as_str(), |(_, subject)| subject);
-        let (status, severity, threshold, started_at, resolved_at) = if state.level.is_firing() {
-            let severity = rule.severity(state.level);
-            (Status::Firing, severity, rule.threshold(state.level), state.started_at.unwrap_or(at), None)
-        } else {
-            // A resolved event carries the severity it fired with, so consumers can
-            // route the close exactly like the open.
-            let severity = rule.severity(previous.level);
-            (Status::Resolved, severity, rule.clear, previous.started_at.unwrap_or(at), Some(at))
+        let (status, level) = match transition {
+            Transition::Fire(level) | Transition::Flapping(level) if level.is_firing() => {
+                (Status::Firing, level)
+            }
+            Transition::Flapping(_) => (Status::Resolved, previous.emitted),
+            Transition::Fire(level) => (Status::Firing, level),
+            Transition::Resolve(level) => (Status::Resolved, level),
         };
+        let threshold = if status == Status::Firing { rule.threshold(level) } else { rule.clear };
+        let values = [
+            ("subject", subject.to_owned()),
+            ("check", result.check_id.clone()),
+            ("metric", rule.metric.clone()),
+            ("value", format_number(state.value)),
+            ("value_duration", format_duration(state.value)),
+            ("threshold", format_number(threshold)),
+            ("clear", format_number(rule.clear)),
+            ("level", level.as_str().to_owned()),
+            (
+                "message",
+                if result.message.is_empty() { "no details".to_owned() } else { result.message.clone() },
+            ),
+        ];
+        let mut summary = if status == Status::Firing {
+            rule.summary.render(&values)
+        } else {
+            rule.resolved.render(&values)
+        };
+        let flapping = matches!(transition, Transition::Flapping(_));
+        if flapping {
+            summary = format!(
+                "{summary} — flapping ({} changes within {}); notifications paused until it settles",
+                state.changes.len(),
+                humantime::format_duration(self.rules.flapping.window)
+            );
+        }
         AlertEvent {
             id: alert::new_event_id(),
             fingerprint: fingerprint.to_owned(),
             status,
-            severity,
+            severity: rule.severity(level),
             tenant: self.identity.tenant.clone(),
             agent: self.identity.agent.clone(),
             check: result.check_id.clone(),
             kind: result.kind.clone(),
             rule: rule.name.clone(),
-            summary: rule.summary(subject, state.value, state.level),
+            summary,
             value: state.value,
             threshold,
-            started_at,
-            resolved_at,
+            started_at: state.started_at.or(previous.started_at).unwrap_or(at),
+            resolved_at: (status == Status::Resolved).then_some(at),
             emitted_at: now,
-            labels: Default::default(),
+            labels: self.labels.clone(),
             runbook: rule.runbook.clone(),
             remediation: None,
+            flapping,
         }
+    }
+}
+
+/// One decimal, without a trailing ".0" ("96.2", "95").
+fn format_number(value: f64) -> String {
+    let rounded = (value * 10.0).round() / 10.0;
+    if rounded.fract() == 0.0 { format!("{rounded:.0}") } else { format!("{rounded:.1}") }
+}
+
+/// Seconds as "3h 20m" (minutes precision; "0m" for under a minute).
+fn format_duration(seconds: f64) -> String {
+    if !seconds.is_finite() || seconds < 0.0 {
+        return format_number(seconds);
+    }
+    let minutes = (seconds / 60.0).round() as u64;
+    let (days, hours, minutes) = (minutes / 1440, minutes / 60 % 24, minutes % 60);
+    match (days, hours) {
+        (0, 0) => format!("{minutes}m"),
+        (0, _) => format!("{hours}h {minutes}m"),
+        _ => format!("{days}d {hours}h"),
     }
 }
 

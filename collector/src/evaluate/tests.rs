@@ -1,4 +1,7 @@
-use std::collections::HashMap;
+//! State machine tests on a simulated clock: every step passes its own timestamp.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use nightowl_proto::{CheckResult, ProbeStatus};
 
@@ -9,190 +12,373 @@ fn identity() -> AgentIdentity {
     AgentIdentity { tenant: "acme".into(), agent: "srv-01".into() }
 }
 
-fn disk(value: f64) -> CheckResult {
-    CheckResult {
-        check_id: "disk:/var".into(),
-        kind: "disk".into(),
-        status: ProbeStatus::Ok as i32,
-        metrics: HashMap::from([("used_pct".to_owned(), value)]),
-        message: String::new(),
-    }
-}
-
 fn at(second: i64) -> jiff::Timestamp {
     jiff::Timestamp::from_second(1_790_000_000 + second).unwrap()
 }
 
-/// Feeds values one report at a time, applying each evaluation, and returns
-/// (level after each value, events emitted at each value).
-fn run(values: &[f64]) -> Vec<(Level, Vec<AlertEvent>)> {
-    let mut evaluator = AgentEvaluator::new(identity(), RuleSet::defaults(), HashMap::new());
-    let key = StateKey { check: "disk:/var".into(), rule: "disk_used_pct".into() };
-    values
-        .iter()
-        .enumerate()
-        .map(|(index, &value)| {
-            let evaluation = evaluator.evaluate(&[disk(value)], at(index as i64), at(index as i64));
-            evaluator.apply(evaluation.updates);
-            (evaluator.state(&key).unwrap().level, evaluation.events)
-        })
-        .collect()
-}
-
-#[test]
-fn hysteresis_table() {
-    use Level::*;
-    // (values fed in order, expected level after each, expected event per step as
-    // Some((status, severity)))
-    type Step = Option<(Status, Severity)>;
-    type Case<'a> = (&'a str, &'a [f64], &'a [Level], &'a [Step]);
-    let cases: &[Case] = &[
-        ("stays ok below warn", &[50.0, 89.9], &[Ok, Ok], &[None, None]),
-        (
-            "warn then clear",
-            &[91.0, 80.0],
-            &[Warning, Ok],
-            &[Some((Status::Firing, Severity::P3)), Some((Status::Resolved, Severity::P3))],
-        ),
-        (
-            "hysteresis band keeps firing",
-            &[91.0, 87.0, 85.0, 84.9],
-            &[Warning, Warning, Warning, Ok],
-            &[Some((Status::Firing, Severity::P3)), None, None, Some((Status::Resolved, Severity::P3))],
-        ),
-        ("straight to critical", &[96.2], &[Critical], &[Some((Status::Firing, Severity::P2))]),
-        (
-            "escalate and de-escalate change severity",
-            &[91.0, 95.0, 92.0, 88.0, 10.0],
-            &[Warning, Critical, Warning, Warning, Ok],
-            &[
-                Some((Status::Firing, Severity::P3)),
-                Some((Status::Firing, Severity::P2)),
-                Some((Status::Firing, Severity::P3)),
-                None,
-                Some((Status::Resolved, Severity::P3)),
-            ],
-        ),
-        (
-            "critical to band drops to warning",
-            &[99.0, 86.0],
-            &[Critical, Warning],
-            &[Some((Status::Firing, Severity::P2)), Some((Status::Firing, Severity::P3))],
-        ),
-        (
-            "critical resolves with its severity",
-            &[99.0, 1.0],
-            &[Critical, Ok],
-            &[Some((Status::Firing, Severity::P2)), Some((Status::Resolved, Severity::P2))],
-        ),
-        ("band without firing stays ok", &[87.0, 89.0], &[Ok, Ok], &[None, None]),
-    ];
-    for (name, values, levels, steps) in cases {
-        let outcome = run(values);
-        for (index, ((level, events), (expected_level, expected_step))) in
-            outcome.iter().zip(levels.iter().zip(steps.iter())).enumerate()
-        {
-            assert_eq!(level, expected_level, "{name}: level at step {index}");
-            let got: Option<(Status, Severity)> = match events.as_slice() {
-                [] => None,
-                [event] => Some((event.status, event.severity)),
-                more => panic!("{name}: {} events at step {index}", more.len()),
-            };
-            assert_eq!(&got, expected_step, "{name}: event at step {index}");
-        }
+fn result(check: &str, kind: &str, metric: &str, value: f64) -> CheckResult {
+    CheckResult {
+        check_id: check.into(),
+        kind: kind.into(),
+        status: ProbeStatus::Ok as i32,
+        metrics: HashMap::from([(metric.to_owned(), value)]),
+        message: String::new(),
+        interval_ms: 10_000,
     }
 }
 
+fn disk(value: f64) -> CheckResult {
+    result("disk:/var", "disk", "used_pct", value)
+}
+
+/// One step of a scenario.
+#[derive(Clone)]
+enum Input {
+    /// A disk used % sample.
+    Disk(f64),
+    /// Any result.
+    Result(CheckResult),
+    /// The probe could not sample.
+    Unknown(&'static str, &'static str),
+    /// The session's timer.
+    Tick,
+}
+
+type Expected = Option<(Status, Severity)>;
+
+/// Runs inputs at the given seconds; returns the events per step.
+fn scenario(rules: Arc<RuleSet>, steps: &[(i64, Input)]) -> (AgentEvaluator, Vec<Vec<AlertEvent>>) {
+    let mut evaluator = AgentEvaluator::new(identity(), BTreeMap::new(), rules, HashMap::new());
+    let mut all = Vec::new();
+    for (second, input) in steps {
+        let now = at(*second);
+        let evaluation = match input {
+            Input::Disk(value) => evaluator.evaluate(&[disk(*value)], now, now),
+            Input::Result(result) => evaluator.evaluate(std::slice::from_ref(result), now, now),
+            Input::Unknown(check, kind) => {
+                let failed = CheckResult {
+                    check_id: (*check).into(),
+                    kind: (*kind).into(),
+                    status: ProbeStatus::Unknown as i32,
+                    message: "restic: repository not found".into(),
+                    interval_ms: 10_000,
+                    ..Default::default()
+                };
+                evaluator.evaluate(&[failed], now, now)
+            }
+            Input::Tick => evaluator.tick(now),
+        };
+        evaluator.apply(evaluation.updates);
+        all.push(evaluation.events);
+    }
+    (evaluator, all)
+}
+
+fn only(events: &[AlertEvent], name: &str, index: usize) -> Expected {
+    match events {
+        [] => None,
+        [event] => Some((event.status, event.severity)),
+        more => panic!("{name}: {} events at step {index}: {more:?}", more.len()),
+    }
+}
+
+fn check_table(name: &str, rules: Arc<RuleSet>, steps: &[(i64, Input, Expected)]) -> Vec<Vec<AlertEvent>> {
+    let inputs: Vec<(i64, Input)> = steps.iter().map(|(second, input, _)| (*second, input.clone())).collect();
+    let (_, events) = scenario(rules, &inputs);
+    for (index, ((_, _, expected), got)) in steps.iter().zip(&events).enumerate() {
+        assert_eq!(&only(got, name, index), expected, "{name}: step {index}");
+    }
+    events
+}
+
+const F: Status = Status::Firing;
+const R: Status = Status::Resolved;
+
 #[test]
-fn events_carry_contract_fields() {
-    let outcome = run(&[96.2, 95.5, 40.0]);
-    let firing = &outcome[0].1[0];
+fn hysteresis_severity_change_and_resolve() {
+    use Input::Disk;
+    let rules = RuleSet::defaults();
+    let cases: Vec<(&str, Vec<(i64, Input, Expected)>)> = vec![
+        ("stays ok below warn", vec![(0, Disk(50.0), None), (10, Disk(89.9), None)]),
+        (
+            "warn then clear",
+            vec![(0, Disk(91.0), Some((F, Severity::P3))), (10, Disk(80.0), Some((R, Severity::P3)))],
+        ),
+        (
+            "hysteresis band keeps firing",
+            vec![
+                (0, Disk(91.0), Some((F, Severity::P3))),
+                (10, Disk(87.0), None),
+                (20, Disk(85.0), None),
+                (30, Disk(84.9), Some((R, Severity::P3))),
+            ],
+        ),
+        ("straight to critical", vec![(0, Disk(96.2), Some((F, Severity::P2)))]),
+        (
+            "severity changes both ways with the same fingerprint",
+            vec![
+                (0, Disk(91.0), Some((F, Severity::P3))),
+                (10, Disk(95.0), Some((F, Severity::P2))),
+                (20, Disk(92.0), Some((F, Severity::P3))),
+                (30, Disk(88.0), None),
+                (40, Disk(10.0), Some((R, Severity::P3))),
+            ],
+        ),
+        (
+            "critical resolves with its severity",
+            vec![(0, Disk(99.0), Some((F, Severity::P2))), (10, Disk(1.0), Some((R, Severity::P2)))],
+        ),
+        ("band without firing stays ok", vec![(0, Disk(87.0), None), (10, Disk(89.0), None)]),
+    ];
+    for (name, steps) in cases {
+        let events = check_table(name, rules.clone(), &steps);
+        let fingerprints: Vec<&str> =
+            events.iter().flatten().map(|event| event.fingerprint.as_str()).collect();
+        assert!(
+            fingerprints.windows(2).all(|pair| pair[0] == pair[1]),
+            "{name}: one fingerprint per check and rule"
+        );
+    }
+}
+
+fn rules(text: &str) -> Arc<RuleSet> {
+    Arc::new(RuleSet::parse(text, "test-rules.toml").unwrap())
+}
+
+const DISK_FOR_60S: &str = "[[rule]]\nname = \"disk_used_pct\"\nkind = \"disk\"\nmetric = \"used_pct\"\nwarn = 90\ncrit = 95\nclear = 85\nfor = \"60s\"\n";
+
+#[test]
+fn for_duration_holds_in_pending_and_fires_with_the_start_of_the_condition() {
+    use Input::Disk;
+    let events = check_table(
+        "for 60s",
+        rules(DISK_FOR_60S),
+        &[
+            (0, Disk(96.0), None),  // pending
+            (30, Disk(97.0), None), // still pending
+            (61, Disk(96.0), Some((F, Severity::P2))),
+            (70, Disk(96.0), None),
+            (80, Disk(10.0), Some((R, Severity::P2))),
+        ],
+    );
+    assert_eq!(events[2][0].started_at, at(0), "started_at is when the condition began");
+    check_table(
+        "pending that clears emits nothing",
+        rules(DISK_FOR_60S),
+        &[
+            (0, Disk(96.0), None),
+            (30, Disk(50.0), None),
+            (61, Disk(50.0), None),
+            (70, Disk(96.0), None),
+            (100, Disk(96.0), None),
+        ],
+    );
+}
+
+#[test]
+fn flapping_emits_one_note_then_silence_then_the_settled_state() {
+    use Input::Disk;
+    let flappy = "[[rule]]\nname = \"disk_used_pct\"\nkind = \"disk\"\nmetric = \"used_pct\"\ncrit = 95\nclear = 85\n\
+                  [flapping]\nwindow = \"5m\"\nchanges = 4\n";
+    let events = check_table(
+        "flapping",
+        rules(flappy),
+        &[
+            (0, Disk(96.0), Some((F, Severity::P2))),
+            (10, Disk(50.0), Some((R, Severity::P2))),
+            (20, Disk(96.0), Some((F, Severity::P2))),
+            (30, Disk(50.0), Some((R, Severity::P2))), // 4th change: the flapping note
+            (40, Disk(96.0), None),
+            (50, Disk(50.0), None),
+            (60, Disk(96.0), None),
+            (70, Disk(96.0), None),
+            (380, Disk(96.0), Some((F, Severity::P2))), // quiet for the window: settled, firing
+            (390, Disk(50.0), Some((R, Severity::P2))), // normal again
+        ],
+    );
+    assert!(events[3][0].flapping, "the 4th change is the flapping note");
+    assert!(events[3][0].summary.contains("flapping"), "{}", events[3][0].summary);
+    assert!(!events[8][0].flapping);
+    let json = serde_json::to_value(&events[0][0]).unwrap();
+    assert!(json.get("flapping").is_none(), "ordinary events keep the contract shape");
+}
+
+#[test]
+fn stale_checks_alert_once_and_resolve_when_data_returns() {
+    use Input::{Disk, Tick};
+    let events = check_table(
+        "staleness",
+        RuleSet::defaults(),
+        &[
+            (0, Disk(50.0), None),
+            (20, Tick, None),                          // 20 s: within 3 × 10 s
+            (31, Tick, Some((F, Severity::P3))),       // > 30 s without data
+            (45, Tick, None),                          // once only
+            (50, Disk(50.0), Some((R, Severity::P3))), // data again
+        ],
+    );
+    assert_eq!(events[2][0].rule, "no_data");
+    assert_eq!(events[2][0].check, "disk:/var");
+}
+
+#[test]
+fn unknown_probes_hold_metric_states_and_alert_after_a_while() {
+    use Input::{Result, Unknown};
+    let backup = |last_result: f64| Result(result("backup:db", "backup", "last_result", last_result));
+    let events = check_table(
+        "unknown",
+        RuleSet::defaults(),
+        &[
+            (0, backup(0.0), Some((F, Severity::P3))),  // backup failed
+            (10, Unknown("backup:db", "backup"), None), // cannot tell: failure stays, unknown pending
+            (200, Unknown("backup:db", "backup"), None),
+            (311, Unknown("backup:db", "backup"), Some((F, Severity::P4))), // unknown for 5 min
+        ],
+    );
+    assert_eq!(events[3][0].rule, "probe_unknown");
+    assert!(events[3][0].summary.contains("repository not found"), "{}", events[3][0].summary);
+    // A good result resolves both: the failure and the unknown.
+    let (_, events) = scenario(
+        RuleSet::defaults(),
+        &[
+            (0, backup(0.0)),
+            (10, Unknown("backup:db", "backup")),
+            (311, Unknown("backup:db", "backup")),
+            (320, backup(1.0)),
+        ],
+    );
+    let last: Vec<(&str, Status)> =
+        events[3].iter().map(|event| (event.rule.as_str(), event.status)).collect();
+    assert_eq!(last.len(), 2, "{last:?}");
+    assert!(last.contains(&("backup_failed", R)) && last.contains(&("probe_unknown", R)), "{last:?}");
+}
+
+#[test]
+fn missing_metric_policy_and_probe_verdicts() {
+    // disk_time_to_full has `missing = "ok"` and `for = "5m"`.
+    let with_ttf = |ttf: Option<f64>| {
+        let mut result = disk(50.0);
+        if let Some(ttf) = ttf {
+            result.metrics.insert("time_to_full_s".into(), ttf);
+        }
+        Input::Result(result)
+    };
+    check_table(
+        "time to full",
+        RuleSet::defaults(),
+        &[
+            (0, with_ttf(Some(3600.0)), None),
+            (301, with_ttf(Some(3000.0)), Some((F, Severity::P2))),
+            (310, with_ttf(None), Some((R, Severity::P2))), // not filling any more
+        ],
+    );
+    let plugin = |status: ProbeStatus| {
+        Input::Result(CheckResult {
+            status: status as i32,
+            message: "DISK CRITICAL".into(),
+            ..result("command:disk", "command", "x", 1.0)
+        })
+    };
+    let events = check_table(
+        "plugin verdicts",
+        RuleSet::defaults(),
+        &[
+            (0, plugin(ProbeStatus::Ok), None),
+            (10, plugin(ProbeStatus::Warning), Some((F, Severity::P3))),
+            (20, plugin(ProbeStatus::Critical), Some((F, Severity::P2))),
+            (30, plugin(ProbeStatus::Ok), Some((R, Severity::P2))),
+        ],
+    );
+    assert_eq!(events[2][0].summary, "disk: DISK CRITICAL");
+}
+
+#[test]
+fn events_carry_contract_fields_and_agent_labels() {
+    let labels = BTreeMap::from([("role".to_owned(), "server".to_owned())]);
+    let mut evaluator = AgentEvaluator::new(identity(), labels.clone(), RuleSet::defaults(), HashMap::new());
+    let firing = evaluator.evaluate(&[disk(96.2)], at(0), at(1));
+    evaluator.apply(firing.updates);
+    let firing = &firing.events[0];
     assert_eq!(firing.summary, "Disk /var 96.2% used (critical at 95%)");
-    assert_eq!(firing.value, 96.2);
-    assert_eq!(firing.threshold, 95.0);
-    assert_eq!(firing.started_at, at(0));
-    assert_eq!(firing.resolved_at, None);
-    assert_eq!((firing.tenant.as_str(), firing.agent.as_str()), ("acme", "srv-01"));
-    assert_eq!((firing.check.as_str(), firing.kind.as_str()), ("disk:/var", "disk"));
+    assert_eq!((firing.value, firing.threshold), (96.2, 95.0));
+    assert_eq!((firing.started_at, firing.emitted_at, firing.resolved_at), (at(0), at(1), None));
+    assert_eq!(firing.labels, labels);
     assert_eq!(firing.rule, "disk_used_pct");
-    // No event while the level holds.
-    assert!(outcome[1].1.is_empty());
-    let resolved = &outcome[2].1[0];
+    let resolved = evaluator.evaluate(&[disk(40.0)], at(2), at(2));
+    let resolved = &resolved.events[0];
     assert_eq!(resolved.status, Status::Resolved);
     assert_eq!(resolved.fingerprint, firing.fingerprint);
-    assert_eq!(resolved.started_at, at(0));
-    assert_eq!(resolved.resolved_at, Some(at(2)));
+    assert_eq!((resolved.started_at, resolved.resolved_at), (at(0), Some(at(2))));
     assert_eq!(resolved.threshold, 85.0);
     assert_eq!(resolved.summary, "Disk /var 40% used (back below 85%)");
-    assert_ne!(resolved.id, firing.id);
 }
 
 #[test]
 fn evaluate_does_not_mutate_until_applied() {
-    let evaluator = AgentEvaluator::new(identity(), RuleSet::defaults(), HashMap::new());
+    let mut evaluator = AgentEvaluator::new(identity(), BTreeMap::new(), RuleSet::defaults(), HashMap::new());
     let first = evaluator.evaluate(&[disk(99.0)], at(0), at(0));
     let again = evaluator.evaluate(&[disk(99.0)], at(0), at(0));
     // Replaying the same report against the same durable state gives the same
     // transition: this is what makes "crash before commit" safe.
     assert_eq!(first.events.len(), 1);
     assert_eq!(again.events.len(), 1);
-    assert_eq!(first.events[0].fingerprint, again.events[0].fingerprint);
     assert_eq!(first.updates, again.updates);
 }
 
 #[test]
-fn unknown_results_and_non_finite_values_are_not_evaluated() {
-    let evaluator = AgentEvaluator::new(identity(), RuleSet::defaults(), HashMap::new());
-    let mut unknown = disk(99.0);
-    unknown.status = ProbeStatus::Unknown as i32;
-    let evaluation = evaluator.evaluate(&[unknown, disk(f64::NAN), disk(f64::INFINITY)], at(0), at(0));
+fn non_finite_values_are_counted_not_evaluated() {
+    let mut evaluator = AgentEvaluator::new(identity(), BTreeMap::new(), RuleSet::defaults(), HashMap::new());
+    let evaluation = evaluator.evaluate(&[disk(f64::NAN), disk(f64::INFINITY)], at(0), at(0));
     assert!(evaluation.events.is_empty());
-    assert!(evaluation.updates.is_empty());
     assert_eq!(evaluation.invalid_values, 2);
 }
 
-#[test]
-fn below_rules_mirror_above() {
-    let rule = Rule {
-        name: "free_low".into(),
-        kind: "disk".into(),
-        metric: "free_bytes".into(),
-        direction: Direction::Below,
-        warn: Some(10.0),
-        crit: Some(5.0),
-        clear: 15.0,
-        warn_severity: Severity::P3,
-        crit_severity: Severity::P2,
-        label: "Disk".into(),
-        noun: "free".into(),
-        unit: " GB".into(),
-        runbook: None,
-    };
-    assert_eq!(rule.next_level(Level::Ok, 20.0), Level::Ok);
-    assert_eq!(rule.next_level(Level::Ok, 9.0), Level::Warning);
-    assert_eq!(rule.next_level(Level::Warning, 4.0), Level::Critical);
-    assert_eq!(rule.next_level(Level::Critical, 12.0), Level::Warning);
-    assert_eq!(rule.next_level(Level::Warning, 15.5), Level::Ok);
-}
-
 proptest::proptest! {
-    /// For any value sequence: events per fingerprint start with firing, a resolved
-    /// always follows a firing, and never two resolved in a row.
+    /// For any sequence of values, gaps and timer ticks, under a rule with `for` and
+    /// flap detection: per fingerprint, events start with firing, a resolved always
+    /// follows a firing (never two resolved in a row, never resolved first), and the
+    /// last event agrees with what consumers were told.
     #[test]
-    fn firing_and_resolved_alternate(values in proptest::collection::vec(0.0f64..100.0, 1..60)) {
-        let outcome = run(&values);
-        let mut firing = false;
-        for (level, events) in outcome {
-            for event in events {
+    fn firing_and_resolved_alternate_per_fingerprint(
+        steps in proptest::collection::vec((0.0f64..100.0, 1i64..120, proptest::bool::weighted(0.1)), 1..80)
+    ) {
+        let text = format!("{DISK_FOR_60S}[flapping]\nwindow = \"10m\"\nchanges = 5\n");
+        let mut second = 0;
+        let inputs: Vec<(i64, Input)> = steps
+            .iter()
+            .map(|(value, gap, tick)| {
+                second += gap;
+                (second, if *tick { Input::Tick } else { Input::Disk(*value) })
+            })
+            .collect();
+        let mut evaluator = AgentEvaluator::new(identity(), BTreeMap::new(), {
+            let mut set = (*rules(&text)).clone();
+            set.source = "prop".into();
+            Arc::new(set)
+        }, HashMap::new());
+        let mut open: HashMap<String, bool> = HashMap::new();
+        for (second, input) in inputs {
+            let now = at(second);
+            let evaluation = match input {
+                Input::Disk(value) => evaluator.evaluate(&[disk(value)], now, now),
+                _ => evaluator.tick(now),
+            };
+            for event in &evaluation.events {
+                let firing = open.entry(event.fingerprint.clone()).or_insert(false);
                 match event.status {
-                    Status::Firing => firing = true,
+                    Status::Firing => *firing = true,
                     Status::Resolved => {
-                        proptest::prop_assert!(firing, "resolved without firing");
-                        firing = false;
+                        proptest::prop_assert!(*firing, "resolved without firing: {event:?}");
+                        *firing = false;
                     }
                 }
             }
-            proptest::prop_assert_eq!(firing, level.is_firing());
+            evaluator.apply(evaluation.updates);
+        }
+        // What consumers were told matches the emitted level of every state.
+        for (key, state) in &evaluator.states {
+            let fingerprint = alert::fingerprint("acme", "srv-01", &key.check, &key.rule);
+            proptest::prop_assert_eq!(open.get(&fingerprint).copied().unwrap_or(false), state.emitted.is_firing());
         }
     }
 }

@@ -84,7 +84,7 @@ impl Registry {
 /// Everything a session needs; shared by all sessions.
 pub(crate) struct Shared {
     store: Store,
-    rules: Arc<RuleSet>,
+    rules: tokio::sync::watch::Receiver<Arc<RuleSet>>,
     limits: Limits,
     counters: Arc<Counters>,
     registry: Registry,
@@ -142,7 +142,7 @@ impl Ingest {
         addr: SocketAddr,
         tls: Arc<rustls::ServerConfig>,
         store: Store,
-        rules: Arc<RuleSet>,
+        rules: tokio::sync::watch::Receiver<Arc<RuleSet>>,
         limits: Limits,
         counters: Arc<Counters>,
     ) -> Result<Ingest, ServeError> {

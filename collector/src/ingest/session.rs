@@ -110,11 +110,20 @@ async fn session(
         "agent connected"
     );
     let mut last_seq = snapshot.last_seq;
-    let mut evaluator = AgentEvaluator::new(identity.clone(), shared.rules.clone(), snapshot.states);
+    let labels = bounded_labels(&hello.labels);
+    let mut rules = shared.rules.clone();
+    let mut evaluator =
+        AgentEvaluator::new(identity.clone(), labels, rules.borrow_and_update().clone(), snapshot.states);
     send(outbound, CollectorMessage::ack(last_seq)).await?;
 
+    let mut clock = tokio::time::interval(TICK);
+    clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let message = tokio::select! {
+            _ = clock.tick() => {
+                tick(shared, identity, &hello.stream_id, &mut evaluator).await?;
+                continue;
+            }
             () = token.cancelled() => {
                 return Err(if shared.shutdown.is_cancelled() {
                     Status::unavailable("collector shutting down; reconnect")
@@ -135,6 +144,9 @@ async fn session(
         };
         match message.msg {
             Some(agent_message::Msg::Report(report)) => {
+                if rules.has_changed().unwrap_or(false) {
+                    evaluator.set_rules(rules.borrow_and_update().clone());
+                }
                 last_seq =
                     handle_report(shared, identity, &hello.stream_id, &mut evaluator, last_seq, report)
                         .await?;
@@ -163,6 +175,55 @@ fn check_claims(identity: &AgentIdentity, hello: &Hello) -> Result<(), Status> {
     Err(Status::permission_denied(format!(
         "identity is taken from the client certificate ({identity}); the hello claims another"
     )))
+}
+
+/// How often a session checks its agent's checks for staleness.
+const TICK: Duration = Duration::from_secs(5);
+
+/// Clock-driven evaluation (staleness); commits what it causes, acks nothing.
+async fn tick(
+    shared: &Shared,
+    identity: &AgentIdentity,
+    stream_id: &str,
+    evaluator: &mut AgentEvaluator,
+) -> Result<(), Status> {
+    let now = jiff::Timestamp::now();
+    let evaluation = evaluator.tick(now);
+    if evaluation.events.is_empty() && evaluation.updates.is_empty() {
+        return Ok(());
+    }
+    shared
+        .store
+        .commit(CommitReport {
+            identity: identity.clone(),
+            stream_id: stream_id.to_owned(),
+            seq: None,
+            events: evaluation.events.clone(),
+            updates: evaluation.updates.clone(),
+            at: now,
+        })
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "timer transitions not committed");
+            Status::unavailable("collector storage unavailable; retry")
+        })?;
+    log_events(shared, &evaluation.events);
+    evaluator.apply(evaluation.updates);
+    Ok(())
+}
+
+fn log_events(shared: &Shared, events: &[crate::alert::AlertEvent]) {
+    shared.counters.events_emitted.fetch_add(events.len() as u64, Ordering::Relaxed);
+    for event in events {
+        tracing::info!(
+            check = %event.check,
+            rule = %event.rule,
+            status = ?event.status,
+            severity = event.severity.as_str(),
+            summary = %event.summary,
+            "alert event queued"
+        );
+    }
 }
 
 /// Processes one report; returns the seq to ack.
@@ -212,7 +273,7 @@ async fn handle_report(
         .commit(CommitReport {
             identity: identity.clone(),
             stream_id: stream_id.to_owned(),
-            seq: report.seq,
+            seq: Some(report.seq),
             events: evaluation.events.clone(),
             updates: evaluation.updates.clone(),
             at: now,
@@ -233,17 +294,7 @@ async fn handle_report(
                 );
             }
             counters.reports_applied.fetch_add(1, Ordering::Relaxed);
-            counters.events_emitted.fetch_add(evaluation.events.len() as u64, Ordering::Relaxed);
-            for event in &evaluation.events {
-                tracing::info!(
-                    check = %event.check,
-                    rule = %event.rule,
-                    status = ?event.status,
-                    severity = event.severity.as_str(),
-                    summary = %event.summary,
-                    "alert event queued"
-                );
-            }
+            log_events(shared, &evaluation.events);
             evaluator.apply(evaluation.updates);
             Ok(report.seq)
         }
@@ -252,6 +303,24 @@ async fn handle_report(
             Ok(last_seq)
         }
     }
+}
+
+/// The agent's labels, within bounds (at most 32, keys and values of 1-64 bytes);
+/// anything else is dropped with a log line.
+fn bounded_labels(
+    labels: &std::collections::HashMap<String, String>,
+) -> std::collections::BTreeMap<String, String> {
+    let fits = |text: &str| !text.is_empty() && text.len() <= 64 && !text.contains('\0');
+    let kept: std::collections::BTreeMap<String, String> = labels
+        .iter()
+        .filter(|(key, value)| fits(key) && fits(value))
+        .take(32)
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    if kept.len() != labels.len() {
+        tracing::warn!(sent = labels.len(), kept = kept.len(), "agent labels out of bounds dropped");
+    }
+    kept
 }
 
 fn result_is_valid(result: &CheckResult) -> bool {

@@ -12,7 +12,8 @@
 //!   `body` is the event's JSON exactly as consumers receive it.
 //! - `agents`: per (tenant, agent): the spool `stream_id`, `last_seq` (highest processed
 //!   report), counters (`seq_gaps`, `reports`, `sessions`), when the current session began and what Hello said.
-//! - `check_states`: per (tenant, agent, check, rule): level, fingerprint, firing since.
+//! - `check_states`: per (tenant, agent, check, rule): level, fingerprint, firing since,
+//!   and `machine`, the whole state (pending, flap history) as JSON.
 //!
 //! # Invariants
 //! 1. A report's events, its state changes and its `last_seq` are committed in ONE
@@ -47,7 +48,7 @@ pub const DB_FILE: &str = "nightowl.db";
 
 /// Schema version, in SQLite's `user_version`. Bump it with a migration in
 /// [`open_connection`] whenever [`SCHEMA`] changes shape.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -88,6 +89,7 @@ CREATE TABLE IF NOT EXISTS check_states (
     started_at TEXT,
     value REAL NOT NULL,
     updated_at TEXT NOT NULL,
+    machine TEXT,
     PRIMARY KEY (tenant, agent, check_id, rule)
 );
 ";
@@ -136,6 +138,12 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreErro
             });
         }
         connection.execute_batch(SCHEMA).map_err(sqlite(path))?;
+        if version == 1 {
+            // v2: the whole per-check state machine as JSON (pending, flapping…).
+            connection
+                .execute_batch("ALTER TABLE check_states ADD COLUMN machine TEXT")
+                .map_err(sqlite(path))?;
+        }
         connection.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(sqlite(path))?;
     }
     Ok(connection)
@@ -168,7 +176,9 @@ pub struct AgentSnapshot {
 pub struct CommitReport {
     pub identity: AgentIdentity,
     pub stream_id: String,
-    pub seq: u64,
+    /// The report's seq; None for transitions caused by the clock (staleness), which
+    /// belong to no report.
+    pub seq: Option<u64>,
     pub events: Vec<AlertEvent>,
     pub updates: Vec<StateUpdate>,
     pub at: jiff::Timestamp,
@@ -367,7 +377,7 @@ fn hello(tx: &Connection, path: &Path, record: &HelloRecord) -> Result<AgentSnap
     .map_err(sqlite(path))?;
     let mut statement = tx
         .prepare_cached(
-            "SELECT check_id, rule, level, started_at, value FROM check_states WHERE tenant = ?1 AND agent = ?2",
+            "SELECT check_id, rule, level, started_at, value, machine FROM check_states WHERE tenant = ?1 AND agent = ?2",
         )
         .map_err(sqlite(path))?;
     let rows = statement
@@ -378,19 +388,29 @@ fn hello(tx: &Connection, path: &Path, record: &HelloRecord) -> Result<AgentSnap
                 row.get::<_, String>(2)?,
                 row.get::<_, Option<String>>(3)?,
                 row.get::<_, f64>(4)?,
+                row.get::<_, Option<String>>(5)?,
             ))
         })
         .map_err(sqlite(path))?;
     let mut states = HashMap::new();
     for row in rows {
-        let (check, rule, level, started_at, value) = row.map_err(sqlite(path))?;
+        let (check, rule, level, started_at, value, machine) = row.map_err(sqlite(path))?;
         let corrupt = |detail: String| StoreError::Corrupt { path: path.to_owned(), detail };
-        let level = Level::parse(&level).ok_or_else(|| corrupt(format!("unknown level {level:?}")))?;
-        let started_at = started_at
-            .map(|text| text.parse::<jiff::Timestamp>())
-            .transpose()
-            .map_err(|error| corrupt(format!("bad started_at: {error}")))?;
-        states.insert(StateKey { check, rule }, CheckState { level, started_at, value });
+        let state = match machine {
+            Some(json) => serde_json::from_str::<CheckState>(&json)
+                .map_err(|error| corrupt(format!("check state {check}/{rule}: {error}")))?,
+            // Written by schema v1: only the level was kept.
+            None => {
+                let level =
+                    Level::parse(&level).ok_or_else(|| corrupt(format!("unknown level {level:?}")))?;
+                let started_at = started_at
+                    .map(|text| text.parse::<jiff::Timestamp>())
+                    .transpose()
+                    .map_err(|error| corrupt(format!("bad started_at: {error}")))?;
+                CheckState { level, emitted: level, started_at, ..CheckState::ok(value) }
+            }
+        };
+        states.insert(StateKey { check, rule }, state);
     }
     Ok(AgentSnapshot { last_seq, new_stream, states })
 }
@@ -421,12 +441,13 @@ fn commit(tx: &Connection, path: &Path, report: &CommitReport) -> Result<Committ
         });
     }
     let at = report.at.to_string();
-    if report.seq <= last_seq {
+    let gap = match report.seq {
         // The session dedups against its in-memory last_seq first; this is the safety net
         // for a race with a superseded session. Nothing to write.
-        return Ok(Committed::Duplicate { last_seq });
-    }
-    let gap = report.seq - last_seq - 1;
+        Some(seq) if seq <= last_seq => return Ok(Committed::Duplicate { last_seq }),
+        Some(seq) => seq - last_seq - 1,
+        None => 0,
+    };
     for event in &report.events {
         let body = serde_json::to_string(event).map_err(|error| StoreError::Corrupt {
             path: path.to_owned(),
@@ -453,11 +474,11 @@ fn commit(tx: &Connection, path: &Path, report: &CommitReport) -> Result<Committ
     }
     for update in &report.updates {
         tx.prepare_cached(
-            "INSERT INTO check_states (tenant, agent, check_id, rule, fingerprint, level, started_at, value, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+            "INSERT INTO check_states (tenant, agent, check_id, rule, fingerprint, level, started_at, value, updated_at, machine)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (tenant, agent, check_id, rule) DO UPDATE SET
                fingerprint = excluded.fingerprint, level = excluded.level, started_at = excluded.started_at,
-               value = excluded.value, updated_at = excluded.updated_at",
+               value = excluded.value, updated_at = excluded.updated_at, machine = excluded.machine",
         )
         .and_then(|mut statement| {
             statement.execute(params![
@@ -466,21 +487,30 @@ fn commit(tx: &Connection, path: &Path, report: &CommitReport) -> Result<Committ
                 update.key.check,
                 update.key.rule,
                 update.fingerprint,
-                update.state.level.as_str(),
+                // What consumers were told: `agents list` counts these as open alerts.
+                update.state.emitted.as_str(),
                 update.state.started_at.map(|started| started.to_string()),
                 update.state.value,
-                at
+                at,
+                machine_json(&update.state)
             ])
         })
         .map_err(sqlite(path))?;
     }
-    tx.execute(
-        "UPDATE agents SET last_seq = ?3, seq_gaps = seq_gaps + ?4, reports = reports + 1, last_seen = ?5
-         WHERE tenant = ?1 AND agent = ?2",
-        params![tenant, agent, report.seq as i64, gap as i64, at],
-    )
-    .map_err(sqlite(path))?;
+    if let Some(seq) = report.seq {
+        tx.execute(
+            "UPDATE agents SET last_seq = ?3, seq_gaps = seq_gaps + ?4, reports = reports + 1, last_seen = ?5
+             WHERE tenant = ?1 AND agent = ?2",
+            params![tenant, agent, seq as i64, gap as i64, at],
+        )
+        .map_err(sqlite(path))?;
+    }
     Ok(Committed::Applied { gap })
+}
+
+fn machine_json(state: &CheckState) -> String {
+    // CheckState is plain data: serialising it cannot fail.
+    serde_json::to_string(state).unwrap_or_default()
 }
 
 #[cfg(test)]

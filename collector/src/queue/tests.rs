@@ -44,6 +44,7 @@ fn event(status: Status) -> AlertEvent {
         labels: BTreeMap::new(),
         runbook: None,
         remediation: None,
+        flapping: false,
     }
 }
 
@@ -51,12 +52,24 @@ fn firing_update() -> StateUpdate {
     StateUpdate {
         key: StateKey { check: "disk:/var".into(), rule: "disk_used_pct".into() },
         fingerprint: alert::fingerprint("acme", "srv-01", "disk:/var", "disk_used_pct"),
-        state: CheckState { level: Level::Critical, started_at: Some(now()), value: 96.0 },
+        state: CheckState {
+            level: Level::Critical,
+            emitted: Level::Critical,
+            started_at: Some(now()),
+            ..CheckState::ok(96.0)
+        },
     }
 }
 
 fn report(stream_id: &str, seq: u64, events: Vec<AlertEvent>, updates: Vec<StateUpdate>) -> CommitReport {
-    CommitReport { identity: identity(), stream_id: stream_id.into(), seq, events, updates, at: now() }
+    CommitReport {
+        identity: identity(),
+        stream_id: stream_id.into(),
+        seq: Some(seq),
+        events,
+        updates,
+        at: now(),
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
