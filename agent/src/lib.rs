@@ -193,6 +193,7 @@ mod tests {
                     .map(|(name, value)| (name.to_string(), *value))
                     .collect::<HashMap<_, _>>(),
                 message: message.into(),
+                interval_ms: 0,
             };
         let text = render_check(&[
             result("disk:/", "disk", ProbeStatus::Ok, &[("used_pct", 42.126), ("free_bytes", 1024.0)], ""),
