@@ -7,6 +7,7 @@
 //! - `config`: raw TOML → validated [`config::Config`]; errors name file and key.
 //! - `pki`: the collector's small CA (`ca init`, `ca issue`) and certificate identity.
 //! - `ingest`: the gRPC session server (TLS acceptor, limits, one task per agent session).
+//! - `offline`: agent offline detection with a reachability probe of the host.
 //! - `evaluate`: rules (file + overrides, hot reload) and per-check state machines;
 //!   measurements in, transitions out.
 //! - `calendar`: maintenance windows, silences and business-hours coverage (pure time logic).
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod evaluate;
 pub mod ingest;
+pub mod offline;
 pub mod pki;
 pub mod queue;
 
@@ -84,7 +86,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let addr =
         ingest.local_addr().map_err(|source| RunError::Io { path: PathBuf::from("listener"), source })?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), store = %store.path().display(), "collector listening");
-    let served = ingest.run(shutdown).await;
+    let known = queue::Reader::open(&config.data_dir)?.presence()?;
+    let served = ingest.run(known, config.offline.clone(), shutdown).await;
     // Every session has ended: the last handle closes the writer's queue and it exits
     // after applying what is queued.
     drop(store);

@@ -94,7 +94,18 @@ pub struct Pki {
 
 impl Pki {
     pub fn init(dir: &Path) -> Pki {
-        run_ok(Command::new(collector_bin()).args(["ca", "init", "--dir"]).arg(dir));
+        Self::init_with_names(dir, &[])
+    }
+
+    /// A PKI whose collector certificate is valid for `names` (default: localhost and
+    /// 127.0.0.1).
+    pub fn init_with_names(dir: &Path, names: &[&str]) -> Pki {
+        let mut command = Command::new(collector_bin());
+        command.args(["ca", "init", "--dir"]).arg(dir);
+        for name in names {
+            command.args(["--name", name]);
+        }
+        run_ok(&mut command);
         Pki { dir: dir.to_path_buf() }
     }
 
@@ -201,7 +212,13 @@ pub struct Collector {
 impl Collector {
     /// Writes a config for `pki` into `dir` (port chosen now, kept across restarts).
     pub fn new(dir: &Path, pki: &Pki) -> Collector {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Self::listening_on(dir, pki, "127.0.0.1".parse().unwrap())
+    }
+
+    /// Like [`Collector::new`], listening on `ip` (e.g. a test veth address).
+    pub fn listening_on(dir: &Path, pki: &Pki, ip: std::net::IpAddr) -> Collector {
+        let port = TcpListener::bind((ip, 0)).expect("bind a free port").local_addr().unwrap().port();
+        let addr = SocketAddr::new(ip, port);
         let config = dir.join("collector.toml");
         fs::write(
             &config,
@@ -345,6 +362,29 @@ impl Agent {
         ));
     }
 
+    /// Starts the agent inside network namespace `netns` (`ip netns exec`).
+    pub fn start_in(&mut self, netns: &str) {
+        assert!(self.daemon.is_none(), "agent already running");
+        self.daemon = Some(Daemon::spawn(
+            "agent",
+            Command::new("ip")
+                .args(["netns", "exec", netns])
+                .arg(agent_bin())
+                .arg("run")
+                .arg("--config")
+                .arg(&self.config),
+            self.dir.join("agent.log"),
+        ));
+    }
+
+    /// Sets `[agent] labels` (e.g. role = "server") and rewrites the config.
+    pub fn set_labels(&mut self, labels: &[(&str, &str)], disks: &[&Path]) {
+        let pairs: Vec<String> = labels.iter().map(|(key, value)| format!("{key} = {value:?}")).collect();
+        self.head =
+            self.head.replace("[agent]\n", &format!("[agent]\nlabels = {{ {} }}\n", pairs.join(", ")));
+        self.rewrite_config(disks, "");
+    }
+
     pub fn kill9(&mut self) {
         self.daemon.as_mut().expect("agent running").kill9();
         self.daemon = None;
@@ -368,6 +408,85 @@ impl Agent {
     pub fn spool(&self) -> Value {
         let stdout = run_ok(Command::new(agent_bin()).args(["spool", "--config"]).arg(&self.config));
         serde_json::from_str(&stdout).expect("spool json")
+    }
+}
+
+/// A network namespace joined to this one by a veth pair: a test host at `peer`,
+/// reachable from here via `local`. Deleted (with its veth) on drop.
+pub struct NetnsHost {
+    pub name: String,
+    /// The veth end in this (the test's) namespace.
+    pub local_link: String,
+    pub local: std::net::IpAddr,
+    pub peer: std::net::IpAddr,
+}
+
+impl NetnsHost {
+    /// Creates it; None (with a loud SKIP line) when namespaces cannot be made here.
+    pub fn create(tag: &str) -> Option<NetnsHost> {
+        let id = std::process::id() % 250;
+        let name = format!("nightowl-{tag}-{}", std::process::id());
+        let local_link = format!("no{tag}{id}a");
+        let peer_link = format!("no{tag}{id}b");
+        let subnet = 100 + (std::process::id() % 100);
+        let local: std::net::IpAddr = format!("10.204.{subnet}.1").parse().unwrap();
+        let peer: std::net::IpAddr = format!("10.204.{subnet}.2").parse().unwrap();
+        let steps: Vec<Vec<String>> = vec![
+            vec!["netns".into(), "add".into(), name.clone()],
+            vec![
+                "link".into(),
+                "add".into(),
+                local_link.clone(),
+                "type".into(),
+                "veth".into(),
+                "peer".into(),
+                "name".into(),
+                peer_link.clone(),
+            ],
+            vec!["link".into(), "set".into(), peer_link.clone(), "netns".into(), name.clone()],
+            vec!["addr".into(), "add".into(), format!("{local}/30"), "dev".into(), local_link.clone()],
+            vec!["link".into(), "set".into(), local_link.clone(), "up".into()],
+            vec![
+                "-n".into(),
+                name.clone(),
+                "addr".into(),
+                "add".into(),
+                format!("{peer}/30"),
+                "dev".into(),
+                peer_link.clone(),
+            ],
+            vec!["-n".into(), name.clone(), "link".into(), "set".into(), peer_link.clone(), "up".into()],
+            vec!["-n".into(), name.clone(), "link".into(), "set".into(), "lo".into(), "up".into()],
+        ];
+        let host = NetnsHost { name, local_link, local, peer };
+        for step in steps {
+            let output = run(Command::new("ip").args(&step));
+            if !output.status.success() {
+                eprintln!(
+                    "SKIP: cannot build a network namespace test host (`ip {}`): {}",
+                    step.join(" "),
+                    String::from_utf8_lossy(&output.stderr).trim()
+                );
+                return None;
+            }
+        }
+        Some(host)
+    }
+
+    /// Takes the link down (from this side): the host becomes unreachable.
+    pub fn link_down(&self) {
+        run_ok(Command::new("ip").args(["link", "set", &self.local_link, "down"]));
+    }
+
+    pub fn link_up(&self) {
+        run_ok(Command::new("ip").args(["link", "set", &self.local_link, "up"]));
+    }
+}
+
+impl Drop for NetnsHost {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.local_link]).status();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
 

@@ -15,6 +15,11 @@
 //! cert = "/etc/nightowl/pki/collector.pem"
 //! key = "/etc/nightowl/pki/collector.key"
 //!
+//! [offline]                  # agent offline alerts
+//! after = "30s"              # silence (no report, no heartbeat) before an agent is offline
+//! probe_ports = [22, 135, 445, 3389, 80, 443]   # to tell "agent down" from "host unreachable"
+//! probe_timeout = "3s"
+//!
 //! [limits]                   # all optional; the defaults are safe for 10,000 agents
 //! max_message_bytes = 1048576
 //! max_results_per_report = 10000
@@ -38,6 +43,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::evaluate::RuleSet;
+use crate::offline::OfflineConfig;
 
 /// A configuration problem, naming where it is.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +66,16 @@ struct RawConfig {
     tls: RawTls,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    offline: RawOffline,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOffline {
+    after: Option<String>,
+    probe_ports: Option<Vec<u16>>,
+    probe_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,6 +151,7 @@ pub struct Config {
     pub rules_path: Option<PathBuf>,
     /// The rules in force at load: from `rules_path`, or the embedded defaults.
     pub rules: Arc<RuleSet>,
+    pub offline: OfflineConfig,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7443";
@@ -280,12 +297,28 @@ impl RawConfig {
             )?,
             idle_timeout: duration("limits.idle_timeout", raw.idle_timeout, defaults.idle_timeout)?,
         };
+        let offline_defaults = OfflineConfig::default();
+        let offline = OfflineConfig {
+            after: duration("offline.after", self.offline.after, offline_defaults.after)?,
+            probe_ports: match self.offline.probe_ports {
+                Some(ports) if ports.contains(&0) => {
+                    return Err(error("offline.probe_ports", "port 0 cannot be probed".into()));
+                }
+                Some(ports) => ports,
+                None => offline_defaults.probe_ports,
+            },
+            probe_timeout: duration(
+                "offline.probe_timeout",
+                self.offline.probe_timeout,
+                offline_defaults.probe_timeout,
+            )?,
+        };
         let rules_path = self.rules.map(|path| resolve(base, path));
         let rules = match &rules_path {
             None => RuleSet::defaults(),
             Some(path) => Arc::new(RuleSet::load(path).map_err(|rules| error("rules", rules.to_string()))?),
         };
-        Ok(Config { source: file.to_owned(), listen, data_dir, tls, limits, rules_path, rules })
+        Ok(Config { source: file.to_owned(), listen, data_dir, tls, limits, rules_path, rules, offline })
     }
 }
 

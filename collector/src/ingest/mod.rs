@@ -29,8 +29,9 @@ pub use server::{TlsSetupError, server_tls_config};
 
 use crate::config::Limits;
 use crate::evaluate::RuleSet;
+use crate::offline::{self, OfflineConfig, Presence};
 use crate::pki::AgentIdentity;
-use crate::queue::Store;
+use crate::queue::{KnownAgent, Store};
 
 /// Counters for operations (exported by the metrics endpoint later). Bounded labels
 /// only: never per agent.
@@ -54,6 +55,7 @@ pub struct Counters {
 struct AgentSlot {
     lock: Arc<tokio::sync::Mutex<()>>,
     current: CancellationToken,
+    presence: Arc<Presence>,
 }
 
 #[derive(Default)]
@@ -68,16 +70,42 @@ impl Registry {
         &self,
         identity: &AgentIdentity,
         shutdown: &CancellationToken,
-    ) -> (Arc<tokio::sync::Mutex<()>>, CancellationToken) {
+    ) -> (Arc<tokio::sync::Mutex<()>>, CancellationToken, Arc<Presence>) {
         let token = shutdown.child_token();
         let mut agents = self.agents.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let slot = agents.entry(identity.clone()).or_insert_with(|| AgentSlot {
             lock: Arc::new(tokio::sync::Mutex::new(())),
             current: CancellationToken::new(),
+            presence: Arc::new(Presence::default()),
         });
         slot.current.cancel();
         slot.current = token.clone();
-        (slot.lock.clone(), token)
+        (slot.lock.clone(), token, slot.presence.clone())
+    }
+
+    /// Adds the agents the store knows (at startup), so the offline monitor watches them
+    /// before they reconnect.
+    fn seed(&self, known: Vec<KnownAgent>) {
+        let mut agents = self.agents.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for agent in known {
+            agents.entry(agent.identity).or_insert_with(|| AgentSlot {
+                lock: Arc::new(tokio::sync::Mutex::new(())),
+                current: CancellationToken::new(),
+                presence: Arc::new(Presence::known(
+                    agent.last_seen,
+                    agent.address,
+                    agent.labels,
+                    agent.offline,
+                )),
+            });
+        }
+    }
+}
+
+impl offline::Agents for Registry {
+    fn snapshot(&self) -> Vec<(AgentIdentity, Arc<Presence>)> {
+        let agents = self.agents.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        agents.iter().map(|(identity, slot)| (identity.clone(), slot.presence.clone())).collect()
     }
 }
 
@@ -87,7 +115,7 @@ pub(crate) struct Shared {
     rules: tokio::sync::watch::Receiver<Arc<RuleSet>>,
     limits: Limits,
     counters: Arc<Counters>,
-    registry: Registry,
+    registry: Arc<Registry>,
     shutdown: CancellationToken,
     sessions: TaskTracker,
 }
@@ -152,7 +180,7 @@ impl Ingest {
             rules,
             limits,
             counters,
-            registry: Registry::default(),
+            registry: Arc::new(Registry::default()),
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
         });
@@ -166,8 +194,20 @@ impl Ingest {
     /// Serves until `shutdown` resolves, then stops accepting, ends every session (the
     /// agents reconnect elsewhere or later; nothing unacked is lost) and returns once
     /// all sessions have finished their in-flight commits.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    pub async fn run(
+        self,
+        known: Vec<KnownAgent>,
+        offline: OfflineConfig,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ServeError> {
         let Ingest { listener, tls, shared } = self;
+        shared.registry.seed(known);
+        let monitor = tokio::spawn(offline::monitor(
+            shared.registry.clone(),
+            shared.store.clone(),
+            offline,
+            shared.shutdown.clone(),
+        ));
         let limits = shared.limits.clone();
         let (established, incoming) = tokio::sync::mpsc::channel(256);
         let accept = tokio::spawn(server::accept_loop(
@@ -202,6 +242,7 @@ impl Ingest {
         shared.sessions.close();
         shared.sessions.wait().await;
         let _ = accept.await;
+        let _ = monitor.await;
         served.map_err(ServeError::from)
     }
 }

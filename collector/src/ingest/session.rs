@@ -12,6 +12,7 @@ use tonic::{Request, Status, Streaming};
 
 use super::Shared;
 use crate::evaluate::AgentEvaluator;
+use crate::offline::Presence;
 use crate::pki::AgentIdentity;
 use crate::queue::{CommitReport, Committed, HelloRecord};
 
@@ -79,16 +80,19 @@ async fn session(
     })?;
 
     // Take over from any earlier session of this agent, and wait until it is done.
-    let (lock, token) = shared.registry.claim(identity, &shared.shutdown);
+    let (lock, token, presence) = shared.registry.claim(identity, &shared.shutdown);
     let _guard = tokio::select! {
         guard = lock.lock_owned() => guard,
         () = token.cancelled() => return Ok("superseded before start"),
     };
 
+    let labels = bounded_labels(&hello.labels);
     let snapshot = shared
         .store
         .hello(HelloRecord {
             identity: identity.clone(),
+            labels: labels.clone(),
+            address: peer.map(|peer| peer.ip()),
             stream_id: hello.stream_id.clone(),
             hostname: truncate(&hello.hostname, 255),
             os: truncate(&hello.os, 255),
@@ -109,8 +113,30 @@ async fn session(
         new_stream = snapshot.new_stream,
         "agent connected"
     );
+    presence.connected(peer.map(|peer| peer.ip()), labels.clone(), jiff::Timestamp::now());
+    let outcome =
+        serve(shared, identity, &hello, labels, snapshot, &presence, inbound, outbound, &token).await;
+    // A superseded session leaves the presence to its successor.
+    if !token.is_cancelled() || shared.shutdown.is_cancelled() {
+        presence.disconnected();
+    }
+    outcome
+}
+
+/// The session after Hello: reports, heartbeats and the staleness timer.
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    shared: &Shared,
+    identity: &AgentIdentity,
+    hello: &Hello,
+    labels: std::collections::BTreeMap<String, String>,
+    snapshot: crate::queue::AgentSnapshot,
+    presence: &Presence,
+    mut inbound: Streaming<AgentMessage>,
+    outbound: &Outbound,
+    token: &tokio_util::sync::CancellationToken,
+) -> Result<&'static str, Status> {
     let mut last_seq = snapshot.last_seq;
-    let labels = bounded_labels(&hello.labels);
     let mut rules = shared.rules.clone();
     let mut evaluator =
         AgentEvaluator::new(identity.clone(), labels, rules.borrow_and_update().clone(), snapshot.states);
@@ -142,6 +168,7 @@ async fn session(
             Ok(Ok(None)) => return Ok("agent closed the stream"),
             Ok(Ok(Some(message))) => message,
         };
+        presence.heard(jiff::Timestamp::now());
         match message.msg {
             Some(agent_message::Msg::Report(report)) => {
                 if rules.has_changed().unwrap_or(false) {
@@ -196,7 +223,7 @@ async fn tick(
         .store
         .commit(CommitReport {
             identity: identity.clone(),
-            stream_id: stream_id.to_owned(),
+            stream_id: Some(stream_id.to_owned()),
             seq: None,
             events: evaluation.events.clone(),
             updates: evaluation.updates.clone(),
@@ -272,7 +299,7 @@ async fn handle_report(
         .store
         .commit(CommitReport {
             identity: identity.clone(),
-            stream_id: stream_id.to_owned(),
+            stream_id: Some(stream_id.to_owned()),
             seq: Some(report.seq),
             events: evaluation.events.clone(),
             updates: evaluation.updates.clone(),

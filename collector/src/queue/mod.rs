@@ -41,14 +41,14 @@ use crate::alert::AlertEvent;
 use crate::evaluate::{CheckState, Level, StateKey, StateUpdate};
 use crate::pki::AgentIdentity;
 
-pub use read::{AgentRow, EventRow, Reader};
+pub use read::{AgentRow, EventRow, KnownAgent, Reader};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "nightowl.db";
 
 /// Schema version, in SQLite's `user_version`. Bump it with a migration in
 /// [`open_connection`] whenever [`SCHEMA`] changes shape.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -77,6 +77,8 @@ CREATE TABLE IF NOT EXISTS agents (
     last_seen TEXT NOT NULL,
     connected_at TEXT NOT NULL,
     sessions INTEGER NOT NULL DEFAULT 0,
+    labels TEXT,
+    address TEXT,
     PRIMARY KEY (tenant, agent)
 );
 CREATE TABLE IF NOT EXISTS check_states (
@@ -153,6 +155,9 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreErro
 #[derive(Debug, Clone)]
 pub struct HelloRecord {
     pub identity: AgentIdentity,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The peer's IP address, for reachability probes when the agent goes silent.
+    pub address: Option<std::net::IpAddr>,
     pub stream_id: String,
     pub hostname: String,
     pub os: String,
@@ -175,7 +180,9 @@ pub struct AgentSnapshot {
 #[derive(Debug)]
 pub struct CommitReport {
     pub identity: AgentIdentity,
-    pub stream_id: String,
+    /// The session's spool stream; None for transitions not caused by a session (the
+    /// offline monitor), which skip the stream check.
+    pub stream_id: Option<String>,
     /// The report's seq; None for transitions caused by the clock (staleness), which
     /// belong to no report.
     pub seq: Option<u64>,
@@ -356,12 +363,13 @@ fn hello(tx: &Connection, path: &Path, record: &HelloRecord) -> Result<AgentSnap
     };
     tx.execute(
         "INSERT INTO agents (tenant, agent, stream_id, last_seq, hostname, os, agent_version, boot_id,
-                             first_seen, last_seen, connected_at, sessions)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9, 1)
+                             first_seen, last_seen, connected_at, sessions, labels, address)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9, 1, ?10, ?11)
          ON CONFLICT (tenant, agent) DO UPDATE SET
            stream_id = excluded.stream_id, last_seq = excluded.last_seq, hostname = excluded.hostname,
            os = excluded.os, agent_version = excluded.agent_version, boot_id = excluded.boot_id,
-           last_seen = excluded.last_seen, connected_at = excluded.connected_at, sessions = sessions + 1",
+           last_seen = excluded.last_seen, connected_at = excluded.connected_at, sessions = sessions + 1,
+           labels = excluded.labels, address = excluded.address",
         params![
             tenant,
             agent,
@@ -371,7 +379,9 @@ fn hello(tx: &Connection, path: &Path, record: &HelloRecord) -> Result<AgentSnap
             record.os,
             record.agent_version,
             record.boot_id,
-            at
+            at,
+            serde_json::to_string(&record.labels).unwrap_or_default(),
+            record.address.map(|address| address.to_string())
         ],
     )
     .map_err(sqlite(path))?;
@@ -433,7 +443,7 @@ fn commit(tx: &Connection, path: &Path, report: &CommitReport) -> Result<Committ
         });
     };
     let last_seq = last_seq as u64;
-    if stream_id != report.stream_id {
+    if report.stream_id.as_ref().is_some_and(|current| *current != stream_id) {
         // Another session of the same agent with a newer spool took over meanwhile.
         return Err(StoreError::Corrupt {
             path: path.to_owned(),

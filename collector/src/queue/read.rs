@@ -36,6 +36,17 @@ pub struct AgentRow {
     pub open_alerts: u64,
 }
 
+/// An agent as the offline monitor starts from.
+#[derive(Debug, Clone)]
+pub struct KnownAgent {
+    pub identity: crate::pki::AgentIdentity,
+    pub last_seen: Option<jiff::Timestamp>,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub address: Option<std::net::IpAddr>,
+    /// The offline alert's state, if it ever had one.
+    pub offline: Option<crate::evaluate::CheckState>,
+}
+
 #[derive(Debug)]
 pub struct Reader {
     connection: Connection,
@@ -71,6 +82,42 @@ impl Reader {
             })
             .map_err(sqlite(&self.path))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(sqlite(&self.path))
+    }
+
+    /// Every known agent with what the offline monitor needs (see `offline`).
+    pub fn presence(&self) -> Result<Vec<KnownAgent>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare_cached(
+                "SELECT a.tenant, a.agent, a.last_seen, a.labels, a.address, s.machine
+                 FROM agents a LEFT JOIN check_states s
+                   ON s.tenant = a.tenant AND s.agent = a.agent AND s.check_id = ?1 AND s.rule = ?2",
+            )
+            .map_err(sqlite(&self.path))?;
+        let rows = statement
+            .query_map(params![crate::offline::CHECK, crate::offline::RULE], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, Option<String>>(3)?,
+                    row.get::<_, Option<String>>(4)?,
+                    row.get::<_, Option<String>>(5)?,
+                ))
+            })
+            .map_err(sqlite(&self.path))?;
+        let mut known = Vec::new();
+        for row in rows {
+            let (tenant, agent, last_seen, labels, address, machine) = row.map_err(sqlite(&self.path))?;
+            known.push(KnownAgent {
+                identity: crate::pki::AgentIdentity { tenant, agent },
+                last_seen: last_seen.parse().ok(),
+                labels: labels.and_then(|json| serde_json::from_str(&json).ok()).unwrap_or_default(),
+                address: address.and_then(|text| text.parse().ok()),
+                offline: machine.and_then(|json| serde_json::from_str(&json).ok()),
+            });
+        }
+        Ok(known)
     }
 
     pub fn agents(&self) -> Result<Vec<AgentRow>, StoreError> {

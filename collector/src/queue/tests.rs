@@ -15,6 +15,8 @@ fn now() -> jiff::Timestamp {
 fn hello_record(stream_id: &str) -> HelloRecord {
     HelloRecord {
         identity: identity(),
+        labels: Default::default(),
+        address: None,
         stream_id: stream_id.into(),
         hostname: "srv-01".into(),
         os: "Linux".into(),
@@ -64,7 +66,7 @@ fn firing_update() -> StateUpdate {
 fn report(stream_id: &str, seq: u64, events: Vec<AlertEvent>, updates: Vec<StateUpdate>) -> CommitReport {
     CommitReport {
         identity: identity(),
-        stream_id: stream_id.into(),
+        stream_id: Some(stream_id.into()),
         seq: Some(seq),
         events,
         updates,

@@ -1,0 +1,352 @@
+//! Agent offline detection: "server offline" is the first overnight scenario.
+//!
+//! Every agent has a [`Presence`] (in the ingest registry): when it was last heard (any
+//! message: report or heartbeat), whether a session is up, its address and labels. The
+//! [`monitor`] looks every [`SCAN_EVERY`]:
+//!
+//! - an agent silent for longer than `after` (default 30 s; heartbeats come every 10 s)
+//!   gets ONE `agent_offline` alert. Before emitting it the monitor probes the agent's
+//!   last address with TCP connects to a few ports common on servers and workstations:
+//!   any answer — a connection, or a refusal (RST) — means the host is up and only the
+//!   agent is down; silence on all of them means the host or the network is down. The
+//!   summary says which.
+//! - an agent heard again (its session is back) resolves the alert.
+//!
+//! Severity by the agent's `role` label: server P1, workstation P4, anything else P2.
+//! The alert's state lives in `check_states` (check `agent`, rule `agent_offline`) like
+//! any other, so it fires and resolves exactly once across collector restarts. After a
+//! restart every agent gets `after` of grace from the collector's start, so a restart
+//! does not page for agents that are simply reconnecting.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::alert::{self, AlertEvent, Severity, Status};
+use crate::evaluate::{CheckState, Level, StateKey, StateUpdate};
+use crate::pki::AgentIdentity;
+use crate::queue::{CommitReport, Store};
+
+/// Check id and rule name of the offline alert (part of its fingerprint).
+pub const CHECK: &str = "agent";
+pub const RULE: &str = "agent_offline";
+/// How often the monitor looks.
+pub const SCAN_EVERY: Duration = Duration::from_secs(2);
+
+/// `[offline]` in the collector config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OfflineConfig {
+    /// Silence longer than this makes an agent offline.
+    pub after: Duration,
+    /// Ports tried to tell "host up, agent down" from "host unreachable".
+    pub probe_ports: Vec<u16>,
+    pub probe_timeout: Duration,
+}
+
+impl Default for OfflineConfig {
+    fn default() -> Self {
+        Self {
+            after: Duration::from_secs(30),
+            probe_ports: vec![22, 135, 445, 3389, 80, 443],
+            probe_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// What the collector knows about an agent's liveness. Updated by its sessions (cheap
+/// atomics on every message), read by the monitor.
+#[derive(Debug, Default)]
+pub struct Presence {
+    /// Unix ms of the last message (0: never heard since the collector started).
+    last_heard_ms: AtomicI64,
+    connected: AtomicBool,
+    details: Mutex<Details>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Details {
+    address: Option<IpAddr>,
+    labels: BTreeMap<String, String>,
+    /// The offline alert's state.
+    offline: Option<CheckState>,
+    /// A probe + commit is under way.
+    busy: bool,
+}
+
+impl Presence {
+    pub fn heard(&self, at: jiff::Timestamp) {
+        self.last_heard_ms.fetch_max(at.as_millisecond(), Ordering::Relaxed);
+    }
+
+    pub fn connected(&self, address: Option<IpAddr>, labels: BTreeMap<String, String>, at: jiff::Timestamp) {
+        {
+            let mut details = self.details.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            details.address = address.or(details.address);
+            details.labels = labels;
+        }
+        self.connected.store(true, Ordering::Relaxed);
+        self.heard(at);
+    }
+
+    pub fn disconnected(&self) {
+        self.connected.store(false, Ordering::Relaxed);
+    }
+
+    /// Seeds a presence from the store at startup.
+    pub fn known(
+        last_seen: Option<jiff::Timestamp>,
+        address: Option<IpAddr>,
+        labels: BTreeMap<String, String>,
+        offline: Option<CheckState>,
+    ) -> Presence {
+        let presence = Presence::default();
+        presence.last_heard_ms.store(last_seen.map_or(0, |at| at.as_millisecond()), Ordering::Relaxed);
+        *presence.details.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Details { address, labels, offline, busy: false };
+        presence
+    }
+}
+
+/// The agents to watch: a snapshot of the registry.
+pub trait Agents: Send + Sync + 'static {
+    fn snapshot(&self) -> Vec<(AgentIdentity, Arc<Presence>)>;
+}
+
+/// Runs until `shutdown`.
+pub async fn monitor(
+    agents: Arc<dyn Agents>,
+    store: Store,
+    config: OfflineConfig,
+    shutdown: CancellationToken,
+) {
+    let started = jiff::Timestamp::now();
+    let tasks = tokio_util::task::TaskTracker::new();
+    let mut scan = tokio::time::interval(SCAN_EVERY);
+    scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = scan.tick() => {}
+        }
+        let now = jiff::Timestamp::now();
+        for (identity, presence) in agents.snapshot() {
+            let heard_ms = presence.last_heard_ms.load(Ordering::Relaxed).max(started.as_millisecond());
+            let heard = jiff::Timestamp::from_millisecond(heard_ms).unwrap_or(started);
+            let silent = now.duration_since(heard);
+            let limit = jiff::SignedDuration::try_from(config.after).unwrap_or(jiff::SignedDuration::MAX);
+            let firing = {
+                let mut details = presence.details.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if details.busy {
+                    continue;
+                }
+                let firing = details.offline.as_ref().is_some_and(|state| state.emitted.is_firing());
+                let wanted = silent > limit;
+                if wanted == firing || (!wanted && !presence.connected.load(Ordering::Relaxed)) {
+                    continue;
+                }
+                details.busy = true;
+                firing
+            };
+            let store = store.clone();
+            let config = config.clone();
+            tasks.spawn(async move {
+                transition(&store, &config, &identity, &presence, firing, heard, silent, now).await;
+                presence.details.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).busy = false;
+            });
+        }
+    }
+    tasks.close();
+    tasks.wait().await;
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn transition(
+    store: &Store,
+    config: &OfflineConfig,
+    identity: &AgentIdentity,
+    presence: &Presence,
+    firing: bool,
+    heard: jiff::Timestamp,
+    silent: jiff::SignedDuration,
+    now: jiff::Timestamp,
+) {
+    let (address, labels, previous) = {
+        let details = presence.details.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        (details.address, details.labels.clone(), details.offline.clone())
+    };
+    let severity = severity_for(&labels);
+    let previous = previous.unwrap_or_else(|| CheckState::ok(0.0));
+    let silent_s = silent.as_secs_f64().max(0.0);
+    let (status, state, summary) = if firing {
+        let state =
+            CheckState { level: Level::Ok, emitted: Level::Ok, started_at: None, ..CheckState::ok(0.0) };
+        (
+            Status::Resolved,
+            state,
+            format!("Agent {} is back online (silent for {})", identity.agent, seconds(silent_s)),
+        )
+    } else {
+        let reach = match address {
+            Some(address) => probe(address, &config.probe_ports, config.probe_timeout).await,
+            None => Reach::NoAddress,
+        };
+        let state = CheckState {
+            level: Level::Critical,
+            emitted: Level::Critical,
+            started_at: Some(heard),
+            ..CheckState::ok(silent_s)
+        };
+        let summary = format!(
+            "Agent {} offline: nothing heard for {}; {}",
+            identity.agent,
+            seconds(silent_s),
+            reach.describe()
+        );
+        (Status::Firing, state, summary)
+    };
+    let fingerprint = alert::fingerprint(&identity.tenant, &identity.agent, CHECK, RULE);
+    let event = AlertEvent {
+        id: alert::new_event_id(),
+        fingerprint: fingerprint.clone(),
+        status,
+        severity,
+        tenant: identity.tenant.clone(),
+        agent: identity.agent.clone(),
+        check: CHECK.into(),
+        kind: "agent".into(),
+        rule: RULE.into(),
+        summary,
+        value: silent_s,
+        threshold: config.after.as_secs_f64(),
+        started_at: previous.started_at.or(state.started_at).unwrap_or(heard),
+        resolved_at: (status == Status::Resolved).then_some(now),
+        emitted_at: now,
+        labels,
+        runbook: None,
+        remediation: None,
+        flapping: false,
+    };
+    let update = StateUpdate {
+        key: StateKey { check: CHECK.into(), rule: RULE.into() },
+        fingerprint,
+        state: state.clone(),
+    };
+    let committed = store
+        .commit(CommitReport {
+            identity: identity.clone(),
+            stream_id: None,
+            seq: None,
+            events: vec![event.clone()],
+            updates: vec![update],
+            at: now,
+        })
+        .await;
+    match committed {
+        Ok(_) => {
+            tracing::info!(tenant = %identity.tenant, agent = %identity.agent, status = ?event.status, summary = %event.summary, "alert event queued");
+            presence.details.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).offline = Some(state);
+        }
+        // Not durable: the state stays as it was and the next scan tries again.
+        Err(error) => tracing::error!(%error, agent = %identity, "offline transition not committed"),
+    }
+}
+
+fn severity_for(labels: &BTreeMap<String, String>) -> Severity {
+    match labels.get("role").map(String::as_str) {
+        Some("server") => Severity::P1,
+        Some("workstation") => Severity::P4,
+        _ => Severity::P2,
+    }
+}
+
+fn seconds(value: f64) -> String {
+    humantime::format_duration(Duration::from_secs(value as u64)).to_string()
+}
+
+/// What the reachability probe found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    /// Something answered on this port (accepted or refused): the host is up.
+    Answered {
+        address: IpAddr,
+        port: u16,
+        refused: bool,
+    },
+    /// No answer on any port.
+    Silent {
+        address: IpAddr,
+    },
+    NoAddress,
+}
+
+impl Reach {
+    pub fn describe(&self) -> String {
+        match self {
+            Reach::Answered { address, port, refused } => format!(
+                "host {address} is reachable (TCP {port} {}): the agent itself is down",
+                if *refused { "refused" } else { "accepted" }
+            ),
+            Reach::Silent { address } => {
+                format!("host {address} is unreachable (no answer on TCP): host down or network cut")
+            }
+            Reach::NoAddress => "its address is unknown, so reachability was not probed".into(),
+        }
+    }
+}
+
+/// Tries all ports at once; the first answer wins.
+pub async fn probe(address: IpAddr, ports: &[u16], timeout: Duration) -> Reach {
+    let mut attempts = tokio::task::JoinSet::new();
+    for &port in ports {
+        attempts.spawn(async move {
+            let connect = tokio::net::TcpStream::connect(SocketAddr::new(address, port));
+            match tokio::time::timeout(timeout, connect).await {
+                Ok(Ok(_)) => Some((port, false)),
+                Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => Some((port, true)),
+                _ => None,
+            }
+        });
+    }
+    while let Some(joined) = attempts.join_next().await {
+        if let Ok(Some((port, refused))) = joined {
+            attempts.abort_all();
+            return Reach::Answered { address, port, refused };
+        }
+    }
+    Reach::Silent { address }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn probe_tells_refused_accepted_and_silent_apart() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = listener.local_addr().unwrap().port();
+        let closed = {
+            let spare = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            spare.local_addr().unwrap().port()
+        };
+        let localhost: IpAddr = "127.0.0.1".parse().unwrap();
+        let accepted = probe(localhost, &[open], Duration::from_secs(2)).await;
+        assert_eq!(accepted, Reach::Answered { address: localhost, port: open, refused: false });
+        let refused = probe(localhost, &[closed], Duration::from_secs(2)).await;
+        assert_eq!(refused, Reach::Answered { address: localhost, port: closed, refused: true });
+        assert!(refused.describe().contains("is reachable"));
+        assert_eq!(probe(localhost, &[], Duration::from_secs(1)).await, Reach::Silent { address: localhost });
+        assert!(Reach::Silent { address: localhost }.describe().contains("unreachable"));
+    }
+
+    #[test]
+    fn severity_follows_the_role_label() {
+        let role = |value: &str| BTreeMap::from([("role".to_owned(), value.to_owned())]);
+        assert_eq!(severity_for(&role("server")), Severity::P1);
+        assert_eq!(severity_for(&role("workstation")), Severity::P4);
+        assert_eq!(severity_for(&BTreeMap::new()), Severity::P2);
+    }
+}
