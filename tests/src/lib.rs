@@ -459,6 +459,12 @@ impl NetnsHost {
             vec!["-n".into(), name.clone(), "link".into(), "set".into(), "lo".into(), "up".into()],
         ];
         let host = NetnsHost { name, local_link, local, peer };
+        // Safety net: when a test takes the link down, the /30 route goes with it and
+        // traffic to the test host would follow the default route off this machine.
+        // A low-priority blackhole for all test-host subnets keeps it here (it fails
+        // at once, which is what "unreachable" looks like). Shared by every test; left
+        // in place on purpose (harmless, and others may rely on it concurrently).
+        let _ = run(Command::new("ip").args(["route", "add", "blackhole", "10.204.0.0/16", "metric", "4000"]));
         for step in steps {
             let output = run(Command::new("ip").args(&step));
             if !output.status.success() {
