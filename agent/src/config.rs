@@ -377,9 +377,12 @@ mod tests {
                 "[[service]]\nname = \"a\"\n[[service]]\nname = \"b\"\nbogus = 1",
                 "line 5, key `service[1].bogus`",
             ),
-            ("[[command]]\nname = \"x\"\n[[command]]\nname = \"x\"", "command[1]"),
+            (
+                "[[command]]\nname = \"x\"\ncommand = [\"/bin/true\"]\n[[command]]\nname = \"x\"\ncommand = [\"/bin/true\"]",
+                "command[1]",
+            ),
             ("[[command]]\nname = \"has space\"", "command[0]"),
-            ("[[backup]]\nname = \"b\"\ninterval = \"1ms\"", "backup[0].interval"),
+            ("[[backup]]\nname = \"b\"\ncommand = [\"/bin/true\"]\ninterval = \"1ms\"", "backup[0].interval"),
             ("[[latency]]\nname = \"gw\"\ninterval = \"often\"", "line 3, key `latency[0].interval`"),
         ];
         for (text, key) in cases {

@@ -133,12 +133,36 @@ pub async fn run(
 
 /// `nightowl-agent check`: samples every probe once and renders the results grouped by
 /// family.
+///
+/// `check` must not change what the running agent remembers (a reboot not yet
+/// reported, a backup log's read position), so its probes work on a throwaway copy of
+/// the probe state.
 pub async fn check(config: &Config) -> String {
-    let context = ProbeContext { state_dir: config.state_dir.clone() };
+    let scratch = std::env::temp_dir().join(format!("nightowl-check-{}", std::process::id()));
+    let live = ProbeContext { state_dir: config.state_dir.clone() };
+    let context = ProbeContext { state_dir: scratch.clone() };
+    if let Err(error) = copy_dir(&live.probe_state_dir(), &context.probe_state_dir()) {
+        tracing::debug!(%error, "no probe state to copy for check");
+    }
     let sampled = sampler::sample_once(&config.units, &context).await;
+    if let Err(error) = std::fs::remove_dir_all(&scratch) {
+        tracing::debug!(%error, path = %scratch.display(), "cannot remove check scratch state");
+    }
     let results: Vec<nightowl_proto::CheckResult> =
         sampled.into_iter().flat_map(|(_, results)| results).collect();
     render_check(&results)
+}
+
+/// Copies the regular files of `from` into `to` (created), not recursing.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
 }
 
 fn render_check(results: &[nightowl_proto::CheckResult]) -> String {

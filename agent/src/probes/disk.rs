@@ -18,6 +18,21 @@
 //! whatever their type; a named path that is not mounted is UNKNOWN — the "backup disk
 //! not plugged in" case.
 //!
+//! Fill rate and time to full: [`DiskProbe`] keeps, per mount, the recent (time,
+//! `used_bytes`) points of the last `window` (default 10 minutes, at most
+//! [`MAX_POINTS`] points; when more arrive, every other point of the older half is
+//! dropped, so the history still spans the window but favours recent samples) and adds
+//! - `fill_rate_bps`: the least-squares slope of `used_bytes` over the window, in bytes
+//!   per second, on the monotonic clock (negative when the disk empties), once the
+//!   history holds at least 3 points spanning at least 2 s;
+//! - `time_to_full_s`: `free_bytes / fill_rate_bps`, only when the rate is positive.
+//!
+//! A mount that is not reported OK (unmounted, hung) loses its history. When
+//! `used_bytes` drops by more than 1 % of the filesystem's size between two samples
+//! (a big file deleted, logs rotated), the history restarts from the new point: the
+//! old fill no longer predicts anything, and a fresh fill is forecast after three
+//! samples instead of being averaged against the drop for a whole window.
+//!
 //! `statvfs` blocks forever on a dead NFS/CIFS server. Each call runs on its own thread
 //! and all of a sample's calls run concurrently against one deadline (5 s); a call that
 //! misses it is reported UNKNOWN and left behind. A plain thread rather than tokio's
@@ -26,19 +41,20 @@
 //! new thread until that call returns, so a dead server costs one stuck thread, not one
 //! per sample.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use nightowl_proto::CheckResult;
+use nightowl_proto::{CheckResult, ProbeStatus};
 use serde::Deserialize;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::{ok_result, unknown_result};
+use crate::config::HumanDuration;
 
 const KIND: &str = "disk";
 
@@ -48,12 +64,31 @@ const STAT_TIMEOUT: Duration = Duration::from_secs(5);
 /// statvfs needs next to no stack; keep each (possibly stuck) thread small.
 const STAT_THREAD_STACK: usize = 128 * 1024;
 
+/// Default `window` of the fill-rate history.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10 * 60);
+
+/// Bounds of `window`.
+const MIN_WINDOW: Duration = Duration::from_secs(10);
+const MAX_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Most points kept per mount.
+pub const MAX_POINTS: usize = 120;
+
+/// A fill rate needs at least this many points …
+const MIN_POINTS: usize = 3;
+/// … spanning at least this long.
+const MIN_SPAN: Duration = Duration::from_secs(2);
+
+/// A drop of `used_bytes` by more than this fraction of the size restarts the history.
+const RESET_DROP_FRACTION: f64 = 0.01;
+
 /// Disk probe settings.
 ///
 /// ```toml
 /// [disk]
 /// include = ["/", "/mnt/backup"]   # optional: only these mount points
 /// exclude = ["/boot/efi"]          # optional
+/// window = "10m"                   # optional: fill-rate history
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,15 +105,28 @@ pub struct DiskConfig {
     /// mount below an excluded path is still watched).
     #[serde(default)]
     pub exclude: Vec<PathBuf>,
+    /// How far back `fill_rate_bps` and `time_to_full_s` look; default 10m, between 10s
+    /// and 7 days. It should hold several samples (3 × interval at the very least): a
+    /// longer window forecasts more steadily, a shorter one reacts faster.
+    #[serde(default)]
+    pub window: Option<HumanDuration>,
     /// How often to sample; default: `[agent] interval`.
     #[serde(default)]
-    pub interval: Option<crate::config::HumanDuration>,
+    pub interval: Option<HumanDuration>,
 }
 
 impl DiskConfig {
-    /// Checks the paths: absolute, no `..`, no duplicates. The error names the entry,
-    /// e.g. `include[2]: "data" is not an absolute path; …`.
+    /// Checks the paths (absolute, no `..`, no duplicates) and the window. The error
+    /// names the entry, e.g. `include[2]: "data" is not an absolute path; …`.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(HumanDuration(window)) = self.window
+            && !(MIN_WINDOW..=MAX_WINDOW).contains(&window)
+        {
+            return Err(format!(
+                "window: {} is out of range; use between 10s and 7days (e.g. \"10m\")",
+                humantime::format_duration(window)
+            ));
+        }
         for (key, list) in [("include", &self.include), ("exclude", &self.exclude)] {
             let mut seen: HashMap<PathBuf, usize> = HashMap::new();
             for (i, path) in list.iter().enumerate() {
@@ -108,22 +156,117 @@ impl DiskConfig {
         }
         Ok(())
     }
+
+    /// The fill-rate window.
+    pub fn window(&self) -> Duration {
+        self.window.map_or(DEFAULT_WINDOW, |HumanDuration(window)| window)
+    }
 }
 
-/// The disk probe: samples the configured mounts on every call.
+/// The disk probe: samples the configured mounts on every call and forecasts their
+/// filling from the recent samples.
 pub struct DiskProbe {
     config: DiskConfig,
+    /// By check id; only mounts reported OK in the last sample.
+    histories: HashMap<String, FillHistory>,
 }
 
 impl DiskProbe {
     pub fn new(config: &DiskConfig) -> Self {
-        Self { config: config.clone() }
+        Self { config: config.clone(), histories: HashMap::new() }
+    }
+
+    /// Records the OK results' usage taken at `at` and adds `fill_rate_bps` and
+    /// `time_to_full_s` where the history allows; forgets mounts not reported OK.
+    fn add_forecasts(&mut self, results: &mut [CheckResult], at: Instant) {
+        let window = self.config.window();
+        let mut reported: HashSet<&str> = HashSet::with_capacity(results.len());
+        for result in results.iter_mut().filter(|result| result.status == ProbeStatus::Ok as i32) {
+            let metric = |name: &str| result.metrics.get(name).copied();
+            let (Some(used), Some(free), Some(total)) =
+                (metric("used_bytes"), metric("free_bytes"), metric("total_bytes"))
+            else {
+                continue;
+            };
+            let history = self.histories.entry(result.check_id.clone()).or_default();
+            history.record(at, used, total, window);
+            if let Some(rate) = history.rate() {
+                result.metrics.insert("fill_rate_bps".to_owned(), rate);
+                if rate > 0.0 {
+                    result.metrics.insert("time_to_full_s".to_owned(), free / rate);
+                }
+            }
+            reported.insert(&result.check_id);
+        }
+        self.histories.retain(|check_id, _| reported.contains(check_id.as_str()));
     }
 }
 
 impl super::Probe for DiskProbe {
     async fn sample(&mut self) -> Vec<CheckResult> {
-        sample(&self.config).await
+        // The statvfs calls start right away; a hung one does not delay the others.
+        let at = Instant::now();
+        let mut results = sample(&self.config).await;
+        self.add_forecasts(&mut results, at);
+        results
+    }
+}
+
+/// Recent `(time, used bytes)` points of one mount, oldest first.
+#[derive(Debug, Default)]
+struct FillHistory {
+    points: VecDeque<(Instant, f64)>,
+}
+
+impl FillHistory {
+    /// Adds a point; drops what is older than `window`, and thins the older half when
+    /// over [`MAX_POINTS`]. Restarts on a large drop of `used` (see the module doc).
+    fn record(&mut self, at: Instant, used: f64, total: f64, window: Duration) {
+        if let Some(&(last_at, last_used)) = self.points.back()
+            && (last_used - used > total * RESET_DROP_FRACTION || at < last_at)
+        {
+            self.points.clear();
+        }
+        self.points.push_back((at, used));
+        while self.points.front().is_some_and(|&(first_at, _)| at.duration_since(first_at) > window) {
+            self.points.pop_front();
+        }
+        if self.points.len() > MAX_POINTS {
+            let older_half = self.points.len() / 2;
+            let mut index = 0;
+            // Keeps the oldest point (the window's reach) and every other one after it.
+            self.points.retain(|_| {
+                let keep = index >= older_half || index % 2 == 0;
+                index += 1;
+                keep
+            });
+        }
+    }
+
+    /// Bytes per second: the least-squares slope of used bytes over time, once there are
+    /// at least [`MIN_POINTS`] points spanning [`MIN_SPAN`].
+    fn rate(&self) -> Option<f64> {
+        let &(first_at, first_used) = self.points.front()?;
+        let &(last_at, _) = self.points.back()?;
+        if self.points.len() < MIN_POINTS || last_at.duration_since(first_at) < MIN_SPAN {
+            return None;
+        }
+        // Relative to the first point, so the sums stay small and precise.
+        let xy: Vec<(f64, f64)> = self
+            .points
+            .iter()
+            .map(|&(at, used)| (at.duration_since(first_at).as_secs_f64(), used - first_used))
+            .collect();
+        let count = xy.len() as f64;
+        let mean_x = xy.iter().map(|&(x, _)| x).sum::<f64>() / count;
+        let mean_y = xy.iter().map(|&(_, y)| y).sum::<f64>() / count;
+        let (mut covariance, mut variance) = (0.0, 0.0);
+        for &(x, y) in &xy {
+            covariance += (x - mean_x) * (y - mean_y);
+            variance += (x - mean_x) * (x - mean_x);
+        }
+        let slope = covariance / variance;
+        (variance > 0.0 && slope.is_finite()).then_some(slope)
     }
 }
 
@@ -553,9 +696,20 @@ mod tests {
 
     #[test]
     fn validate_names_the_offending_entry() {
-        let ok =
-            DiskConfig { include: paths(&["/", "/mnt/backup/"]), exclude: paths(&["/boot"]), interval: None };
+        let ok = DiskConfig {
+            include: paths(&["/", "/mnt/backup/"]),
+            exclude: paths(&["/boot"]),
+            window: Some(HumanDuration(Duration::from_secs(3600))),
+            interval: None,
+        };
         assert_eq!(ok.validate(), Ok(()));
+
+        for (seconds, text) in [(5, "5s"), (8 * 24 * 3600, "8days")] {
+            let window =
+                DiskConfig { window: Some(HumanDuration(Duration::from_secs(seconds))), ..ok.clone() };
+            let err = window.validate().unwrap_err();
+            assert!(err.starts_with(&format!("window: {text} is out of range")), "{err}");
+        }
 
         let relative = DiskConfig { include: paths(&["data"]), ..Default::default() };
         let err = relative.validate().unwrap_err();
@@ -581,6 +735,9 @@ mod tests {
         let w: Wrapper = toml::from_str("[disk]\ninclude = [\"/data\"]\n").unwrap();
         assert_eq!(w.disk.include, paths(&["/data"]));
         assert!(w.disk.exclude.is_empty());
+        assert_eq!(w.disk.window(), DEFAULT_WINDOW);
+        let w: Wrapper = toml::from_str("[disk]\nwindow = \"30m\"\n").unwrap();
+        assert_eq!(w.disk.window(), Duration::from_secs(1800));
         let err = toml::from_str::<Wrapper>("[disk]\nincludes = [\"/data\"]\n").unwrap_err();
         assert!(err.to_string().contains("includes"), "{err}");
     }
@@ -662,6 +819,7 @@ mod tests {
         let config = DiskConfig {
             include: paths(&["/data/", "/run/lock", "/mnt/backup", "/"]),
             exclude: paths(&["/"]),
+            window: None,
             interval: None,
         };
         let targets = select(&mounts, &config);
@@ -891,5 +1049,186 @@ mod tests {
         assert!(find(&all, &id).is_some(), "{id} not in {all:?}");
         let excluding = DiskConfig { exclude: vec![path.clone()], ..Default::default() };
         assert!(find(&sample(&excluding).await, &id).is_none());
+    }
+
+    /// A history fed with `used(t)` at the given times (seconds after a start).
+    fn history_of(times: &[f64], used: impl Fn(f64) -> f64, total: f64, window: Duration) -> FillHistory {
+        let start = Instant::now();
+        let mut history = FillHistory::default();
+        for &t in times {
+            history.record(start + Duration::from_secs_f64(t), used(t), total, window);
+        }
+        history
+    }
+
+    const TIB: f64 = 1024.0 * 1024.0 * 1024.0 * 1024.0;
+
+    #[test]
+    fn fill_rate_is_the_least_squares_slope() {
+        let times: Vec<f64> = (0..10).map(|i| f64::from(i) * 10.0).collect();
+        let history = history_of(&times, |t| 5e9 + 500.0 * t, TIB, DEFAULT_WINDOW);
+        assert!((history.rate().unwrap() - 500.0).abs() < 1e-6);
+
+        // Noise around the line does not move the slope much; irregular spacing is fine.
+        let times = [0.0, 3.0, 11.0, 12.0, 30.0, 31.5, 47.0];
+        let wobble = |t: f64| if (t as i64) % 2 == 0 { 300.0 } else { -300.0 };
+        let history = history_of(&times, |t| 5e9 + 1000.0 * t + wobble(t), TIB, DEFAULT_WINDOW);
+        assert!((history.rate().unwrap() - 1000.0).abs() < 50.0, "{:?}", history.rate());
+
+        // Emptying slowly: negative.
+        let history = history_of(&times, |t| 5e9 - 200.0 * t, TIB, DEFAULT_WINDOW);
+        assert!((history.rate().unwrap() + 200.0).abs() < 1e-6);
+
+        // Flat: zero.
+        assert_eq!(history_of(&times, |_| 5e9, TIB, DEFAULT_WINDOW).rate(), Some(0.0));
+    }
+
+    #[test]
+    fn no_fill_rate_before_three_points_over_two_seconds() {
+        let line = |t: f64| 1e6 + 1e3 * t;
+        assert_eq!(history_of(&[], line, TIB, DEFAULT_WINDOW).rate(), None);
+        assert_eq!(history_of(&[0.0], line, TIB, DEFAULT_WINDOW).rate(), None);
+        assert_eq!(history_of(&[0.0, 10.0], line, TIB, DEFAULT_WINDOW).rate(), None);
+        assert_eq!(history_of(&[0.0, 0.5, 1.0, 1.5], line, TIB, DEFAULT_WINDOW).rate(), None);
+        assert!(history_of(&[0.0, 1.0, 2.0], line, TIB, DEFAULT_WINDOW).rate().is_some());
+    }
+
+    #[test]
+    fn the_window_slides_and_the_points_stay_bounded() {
+        // Filled fast for the first 1000 s, then slowly: a 60 s window sees only the
+        // slow part.
+        let used = |t: f64| if t < 1000.0 { 1e5 * t } else { 1e8 + 10.0 * (t - 1000.0) };
+        let times: Vec<f64> = (0..1100).map(f64::from).collect();
+        let history = history_of(&times, used, TIB, Duration::from_secs(60));
+        assert!((history.rate().unwrap() - 10.0).abs() < 1e-6, "{:?}", history.rate());
+        assert_eq!(history.points.len(), 61);
+
+        // Many samples in a long window: at most MAX_POINTS, still reaching back about
+        // the whole window, and the newest points kept at full resolution.
+        let window = Duration::from_secs(3600);
+        let times: Vec<f64> = (0..10_000).map(f64::from).collect();
+        let history = history_of(&times, |t| 7.0 * t, TIB, window);
+        assert!(history.points.len() <= MAX_POINTS, "{}", history.points.len());
+        let (first, last) = (history.points.front().unwrap().0, history.points.back().unwrap().0);
+        let reach = last.duration_since(first);
+        assert!(reach > window / 2 && reach <= window, "{reach:?}");
+        let newest: Vec<f64> = history.points.iter().rev().take(10).map(|&(_, used)| used).collect();
+        assert!(newest.windows(2).all(|pair| pair[0] - pair[1] == 7.0), "{newest:?}");
+        assert!((history.rate().unwrap() - 7.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_large_drop_restarts_the_history() {
+        // 1 GiB filesystem filling at 1 MiB/s; at t = 10 s 300 MiB are deleted.
+        const MIB: f64 = 1024.0 * 1024.0;
+        let used = |t: f64| if t < 10.0 { 400.0 * MIB + MIB * t } else { 110.0 * MIB + MIB * (t - 10.0) };
+        let total = 1024.0 * MIB;
+        let history = history_of(&[0.0, 2.0, 4.0, 6.0, 8.0, 10.0], used, total, DEFAULT_WINDOW);
+        assert_eq!(history.points.len(), 1);
+        assert_eq!(history.rate(), None);
+        let history = history_of(&[0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0], used, total, DEFAULT_WINDOW);
+        assert!((history.rate().unwrap() - MIB).abs() < 1.0, "{:?}", history.rate());
+
+        // A small drop (0.5 % of the size) is just part of the slope.
+        let small = |t: f64| if t < 10.0 { 400.0 * MIB + MIB * t } else { 405.0 * MIB };
+        let history = history_of(&[0.0, 4.0, 8.0, 10.0, 12.0], small, total, DEFAULT_WINDOW);
+        assert_eq!(history.points.len(), 5);
+    }
+
+    fn disk_result(check_id: &str, used: f64, total: f64) -> CheckResult {
+        let usage =
+            Usage { total: total as u64, used: used as u64, avail: (total - used) as u64, inodes: None };
+        ok_result(check_id.to_owned(), KIND, usage.metrics(), String::new())
+    }
+
+    #[test]
+    fn the_probe_forecasts_per_mount_and_forgets_vanished_mounts() {
+        const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+        let mut probe = DiskProbe::new(&DiskConfig::default());
+        let start = Instant::now();
+        let mut last = Vec::new();
+        for step in 0..4u32 {
+            let t = f64::from(step) * 10.0;
+            let mut results = vec![
+                disk_result("disk:/", 10.0 * GIB + 1e6 * t, 100.0 * GIB),
+                disk_result("disk:/srv", 50.0 * GIB - 1e3 * t, 100.0 * GIB),
+                unknown_result("disk:/nfs".to_owned(), KIND, "statvfs timed out after 5s".to_owned()),
+            ];
+            probe.add_forecasts(&mut results, start + Duration::from_secs_f64(t));
+            let has_rate = results[0].metrics.contains_key("fill_rate_bps");
+            assert_eq!(has_rate, step >= 2, "step {step}: {results:?}");
+            last = results;
+        }
+        let root = &last[0].metrics;
+        assert!((root["fill_rate_bps"] - 1e6).abs() < 1e-3, "{root:?}");
+        let expected = root["free_bytes"] / 1e6;
+        assert!((root["time_to_full_s"] - expected).abs() < 1e-3, "{root:?}");
+        let srv = &last[1].metrics;
+        assert!((srv["fill_rate_bps"] + 1e3).abs() < 1e-6, "{srv:?}");
+        assert!(!srv.contains_key("time_to_full_s"), "emptying: no time to full");
+        assert!(last[2].metrics.is_empty());
+        assert_eq!(probe.histories.len(), 2);
+
+        // /srv vanishes (or turns UNKNOWN): its history goes; when it is back, it
+        // starts over.
+        let mut results = vec![disk_result("disk:/", 10.0 * GIB, 100.0 * GIB)];
+        probe.add_forecasts(&mut results, start + Duration::from_secs(40));
+        assert!(!probe.histories.contains_key("disk:/srv"));
+        let mut results = vec![
+            unknown_result("disk:/".to_owned(), KIND, "not a mount point".to_owned()),
+            disk_result("disk:/srv", 50.0 * GIB, 100.0 * GIB),
+        ];
+        probe.add_forecasts(&mut results, start + Duration::from_secs(50));
+        assert_eq!(probe.histories.len(), 1);
+        assert_eq!(probe.histories["disk:/srv"].points.len(), 1);
+        assert!(!results[1].metrics.contains_key("fill_rate_bps"));
+    }
+
+    /// Fills a real 64 MiB tmpfs at 16 MiB/s (4 MiB every 250 ms) while the probe
+    /// samples it every 250 ms, and checks the forecast against the truth.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_filling_tmpfs_is_forecast() {
+        use super::super::Probe;
+
+        let Some(tmpfs) = TmpfsMount::new("64m") else {
+            return;
+        };
+        const MIB: usize = 1024 * 1024;
+        const STEP: Duration = Duration::from_millis(250);
+        let true_rate = (4 * MIB) as f64 / STEP.as_secs_f64();
+        let id = format!("disk:{}", tmpfs.path().display());
+        let mut probe =
+            DiskProbe::new(&DiskConfig { include: vec![tmpfs.path().to_path_buf()], ..Default::default() });
+        let chunk = vec![0x5au8; 4 * MIB];
+        let start = Instant::now();
+        let mut last = None;
+        for step in 0..13u32 {
+            tokio::time::sleep_until(start + STEP * step).await;
+            std::fs::write(tmpfs.path().join(format!("fill-{step}")), &chunk).unwrap();
+            let results = probe.sample().await;
+            let result = find(&results, &id).unwrap_or_else(|| panic!("{id} missing: {results:?}")).clone();
+            assert_eq!(result.status, ProbeStatus::Ok as i32, "{result:?}");
+            // 3 points spanning 2 s are needed: from about the 9th sample (t = 2 s) on.
+            let has_rate = result.metrics.contains_key("fill_rate_bps");
+            assert!(has_rate || step <= 8, "step {step}: {result:?}");
+            assert!(!has_rate || step >= 8, "step {step}: {result:?}");
+            last = Some(result);
+        }
+        let metrics = last.unwrap().metrics;
+        let rate = metrics["fill_rate_bps"];
+        let rate_error = (rate - true_rate).abs() / true_rate;
+        let true_time_to_full = metrics["free_bytes"] / true_rate;
+        let time_error = (metrics["time_to_full_s"] - true_time_to_full).abs() / true_time_to_full;
+        eprintln!(
+            "fill rate {rate:.0} B/s vs {true_rate:.0} B/s ({:.2} % off); time to full {:.3} s vs {:.3} s \
+             ({:.2} % off)",
+            rate_error * 100.0,
+            metrics["time_to_full_s"],
+            true_time_to_full,
+            time_error * 100.0
+        );
+        assert!(rate_error < 0.2, "{metrics:?}");
+        assert!(time_error < 0.2, "{metrics:?}");
     }
 }

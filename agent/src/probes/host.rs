@@ -2,7 +2,16 @@
 //!
 //! One result, check id `host`, kind `host`. Metrics: `cpu_pct` (all cpus, since the
 //! previous sample), `mem_used_pct` (used / total; "used" excludes reclaimable cache),
-//! `swap_used_pct` (0 without swap), `load1`, `load5`, `load15`, `uptime_s`.
+//! `swap_used_pct` (0 without swap), `load1`, `load5`, `load15`, `uptime_s`,
+//! `boot_time_s` (Unix time of the boot) and `rebooted`.
+//!
+//! Reboot detection: `rebooted` is 1 on the first sample after the machine booted again
+//! since the agent's previous run, else 0. The boot's identity — the kernel's boot id
+//! (`/proc/sys/kernel/random/boot_id`) on Linux, the boot time elsewhere — is kept in
+//! `<state_dir>/probes/host-boot` and compared when the probe starts; the file is
+//! rewritten once that first sample is taken. No file (first run ever, state wiped)
+//! means "don't know": 0. A boot time is compared with a few seconds of tolerance, as
+//! some systems compute it from the uptime and it may wobble.
 //!
 //! Cost: the sysinfo `System` is created empty and only cpu times and memory are
 //! refreshed (on Linux: `/proc/stat`, `/proc/meminfo`, `/proc/loadavg`, `/proc/uptime`).
@@ -10,14 +19,21 @@
 //! UNKNOWN only when nothing could be read.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use nightowl_proto::CheckResult;
 use sysinfo::{MemoryRefreshKind, System};
 
-use super::{ok_result, unknown_result};
+use super::{ProbeContext, ok_result, unknown_result};
 
 const CHECK_ID: &str = "host";
 const KIND: &str = "host";
+
+/// The state file under `ProbeContext::probe_state_dir()`.
+const BOOT_STATE_FILE: &str = "host-boot";
+
+/// Boot times (where no boot id exists) closer than this are the same boot.
+const BOOT_TIME_TOLERANCE_S: u64 = 5;
 
 /// `[host]`: the host probe always runs; only its interval can be set.
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
@@ -32,19 +48,18 @@ pub struct HostConfig {
 pub struct HostProbe {
     /// `None` when sysinfo could not be initialised; retried on every sample.
     system: Option<System>,
-}
-
-impl Default for HostProbe {
-    fn default() -> Self {
-        Self::new()
-    }
+    reboot: RebootDetector,
 }
 
 impl HostProbe {
-    /// Creates the probe and takes the first cpu reading, so that the first sample's
-    /// `cpu_pct` covers the time since `new()`.
-    pub fn new() -> Self {
-        Self { system: new_system() }
+    /// Creates the probe, takes the first cpu reading (so that the first sample's
+    /// `cpu_pct` covers the time since `new()`) and compares this boot with the one
+    /// recorded by the previous run.
+    pub fn new(context: &ProbeContext) -> Self {
+        Self {
+            system: new_system(),
+            reboot: RebootDetector::new(context.probe_state_dir().join(BOOT_STATE_FILE), current_boot()),
+        }
     }
 
     /// Samples the host once. Never fails: problems become UNKNOWN or a note in `message`.
@@ -96,10 +111,22 @@ impl HostProbe {
             }
             Err(e) => missing.push(format!("uptime unavailable: {e}")),
         }
+        match System::boot_time() {
+            Ok(boot_time) => {
+                metrics.insert("boot_time_s".to_owned(), boot_time as f64);
+            }
+            Err(e) => missing.push(format!("boot time unavailable: {e}")),
+        }
+        match self.reboot.take() {
+            Some(rebooted) => {
+                metrics.insert("rebooted".to_owned(), if rebooted { 1.0 } else { 0.0 });
+            }
+            None => missing.push("reboot detection unavailable: cannot identify this boot".to_owned()),
+        }
 
         let message = missing.join("; ");
-        if metrics.len() <= 1 {
-            // Only the swap default: nothing was actually read.
+        if metrics.keys().all(|name| name == "swap_used_pct" || name == "rebooted") {
+            // Only the swap default and our own state: nothing was actually read.
             return unknown_result(CHECK_ID.to_owned(), KIND, message);
         }
         if !message.is_empty() {
@@ -107,6 +134,129 @@ impl HostProbe {
         }
         ok_result(CHECK_ID.to_owned(), KIND, metrics, message)
     }
+}
+
+/// The identity of a boot, as kept in the state file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum BootIdentity {
+    /// The kernel's random boot id (Linux).
+    Id(String),
+    /// The boot time, Unix seconds (elsewhere).
+    Time(u64),
+}
+
+impl BootIdentity {
+    /// `boot_id <uuid>` or `boot_time <seconds>`.
+    fn to_line(&self) -> String {
+        match self {
+            BootIdentity::Id(id) => format!("boot_id {id}\n"),
+            BootIdentity::Time(seconds) => format!("boot_time {seconds}\n"),
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let (key, value) = text.trim().split_once(' ')?;
+        let value = value.trim();
+        match key {
+            "boot_id" if !value.is_empty() => Some(BootIdentity::Id(value.to_owned())),
+            "boot_time" => value.parse().ok().map(BootIdentity::Time),
+            _ => None,
+        }
+    }
+
+    /// Whether `self` and `other` are the same boot; `None` when they cannot be compared
+    /// (one is an id, the other a time: the agent moved to another source).
+    fn same_boot(&self, other: &BootIdentity) -> Option<bool> {
+        match (self, other) {
+            (BootIdentity::Id(a), BootIdentity::Id(b)) => Some(a == b),
+            (BootIdentity::Time(a), BootIdentity::Time(b)) => Some(a.abs_diff(*b) <= BOOT_TIME_TOLERANCE_S),
+            _ => None,
+        }
+    }
+}
+
+/// This boot's identity: the boot id on Linux, else (or when unreadable) the boot time.
+fn current_boot() -> Option<BootIdentity> {
+    #[cfg(target_os = "linux")]
+    match std::fs::read_to_string("/proc/sys/kernel/random/boot_id") {
+        Ok(id) if !id.trim().is_empty() => return Some(BootIdentity::Id(id.trim().to_owned())),
+        Ok(_) => tracing::warn!("host probe: the kernel's boot id is empty; using the boot time"),
+        Err(e) => tracing::warn!(error = %e, "host probe: cannot read the boot id; using the boot time"),
+    }
+    match System::boot_time() {
+        Ok(seconds) if seconds > 0 => Some(BootIdentity::Time(seconds)),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "host probe: cannot read the boot time; no reboot detection");
+            None
+        }
+    }
+}
+
+/// Compares this boot with the one recorded in a state file, once.
+#[derive(Debug)]
+struct RebootDetector {
+    state_file: PathBuf,
+    /// `None` when this boot cannot be identified.
+    current: Option<BootIdentity>,
+    /// The verdict for the first sample; `None` once taken.
+    pending: Option<bool>,
+}
+
+impl RebootDetector {
+    fn new(state_file: PathBuf, current: Option<BootIdentity>) -> Self {
+        let previous = match std::fs::read_to_string(&state_file) {
+            Ok(text) => {
+                let parsed = BootIdentity::parse(&text);
+                if parsed.is_none() {
+                    tracing::warn!(file = %state_file.display(), "host probe: unreadable boot state; rewriting it");
+                }
+                parsed
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                tracing::warn!(file = %state_file.display(), error = %e, "host probe: cannot read the boot state");
+                None
+            }
+        };
+        let rebooted = match (&current, &previous) {
+            (Some(current), Some(previous)) => current.same_boot(previous).is_some_and(|same| !same),
+            _ => false,
+        };
+        if rebooted {
+            tracing::info!(
+                ?previous,
+                ?current,
+                "host probe: the machine rebooted since the agent's last run"
+            );
+        }
+        Self { state_file, current, pending: Some(rebooted) }
+    }
+
+    /// `Some(rebooted)`: true only the first time after a reboot. Records this boot at
+    /// the first call. `None` when this boot cannot be identified.
+    fn take(&mut self) -> Option<bool> {
+        let current = self.current.as_ref()?;
+        let Some(rebooted) = self.pending.take() else {
+            return Some(false);
+        };
+        if let Err(e) = write_atomically(&self.state_file, &current.to_line()) {
+            // Without the file the next run cannot tell; this run's verdict stands.
+            tracing::warn!(file = %self.state_file.display(), error = %e, "host probe: cannot record this boot");
+        }
+        Some(rebooted)
+    }
+}
+
+/// Writes `text` to a temporary file beside `path` and renames it over `path`, so a
+/// crash leaves the old or the new content, never half of it.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, text)?;
+    std::fs::rename(&temporary, path)
 }
 
 fn new_system() -> Option<System> {
@@ -136,9 +286,14 @@ mod tests {
     use super::*;
     use nightowl_proto::ProbeStatus;
 
+    fn context(dir: &tempfile::TempDir) -> ProbeContext {
+        ProbeContext { state_dir: dir.path().to_path_buf() }
+    }
+
     #[test]
     fn host_sample_has_all_metrics_in_sane_ranges() {
-        let mut probe = HostProbe::new();
+        let state = tempfile::tempdir().unwrap();
+        let mut probe = HostProbe::new(&context(&state));
         std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
         for _ in 0..2 {
             let r = probe.sample();
@@ -146,7 +301,18 @@ mod tests {
             assert_eq!(r.kind, "host");
             assert_eq!(r.status, ProbeStatus::Ok as i32, "{r:?}");
             assert!(r.message.is_empty(), "{r:?}");
-            for key in ["cpu_pct", "mem_used_pct", "swap_used_pct", "load1", "load5", "load15", "uptime_s"] {
+            let keys = [
+                "cpu_pct",
+                "mem_used_pct",
+                "swap_used_pct",
+                "load1",
+                "load5",
+                "load15",
+                "uptime_s",
+                "boot_time_s",
+                "rebooted",
+            ];
+            for key in keys {
                 let v = *r.metrics.get(key).unwrap_or_else(|| panic!("{key} missing: {r:?}"));
                 assert!(v.is_finite(), "{key} = {v}");
                 if key.ends_with("_pct") {
@@ -157,8 +323,76 @@ mod tests {
             }
             assert!(r.metrics["uptime_s"] > 0.0, "{r:?}");
             assert!(r.metrics["mem_used_pct"] > 0.0, "{r:?}");
-            assert_eq!(r.metrics.len(), 7, "{r:?}");
+            assert_eq!(r.metrics["rebooted"], 0.0, "no previous state: no reboot known");
+            let now =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+            let booted = now - r.metrics["uptime_s"];
+            assert!((r.metrics["boot_time_s"] - booted).abs() < 5.0, "{r:?} vs {booted}");
+            assert_eq!(r.metrics.len(), 9, "{r:?}");
         }
+    }
+
+    #[test]
+    fn a_reboot_since_the_last_run_is_reported_once() {
+        let state = tempfile::tempdir().unwrap();
+        let state_file = context(&state).probe_state_dir().join(BOOT_STATE_FILE);
+        let this_boot = current_boot().expect("this boot can be identified");
+
+        // The previous run recorded another boot.
+        let other = match &this_boot {
+            BootIdentity::Id(_) => BootIdentity::Id("00000000-0000-4000-8000-000000000000".to_owned()),
+            BootIdentity::Time(seconds) => BootIdentity::Time(seconds - 3600),
+        };
+        std::fs::create_dir_all(state_file.parent().unwrap()).unwrap();
+        std::fs::write(&state_file, other.to_line()).unwrap();
+        let mut probe = HostProbe::new(&context(&state));
+        let rebooted = |probe: &mut HostProbe| {
+            let r = probe.sample();
+            assert_eq!(r.status, ProbeStatus::Ok as i32, "{r:?}");
+            r.metrics["rebooted"]
+        };
+        assert_eq!(rebooted(&mut probe), 1.0);
+        assert_eq!(rebooted(&mut probe), 0.0);
+        assert_eq!(rebooted(&mut probe), 0.0);
+        assert_eq!(std::fs::read_to_string(&state_file).unwrap(), this_boot.to_line());
+
+        // The agent restarts within the same boot: nothing to report.
+        let mut probe = HostProbe::new(&context(&state));
+        assert_eq!(rebooted(&mut probe), 0.0);
+
+        // An unreadable state file is rewritten and reports nothing.
+        std::fs::write(&state_file, "garbage").unwrap();
+        let mut probe = HostProbe::new(&context(&state));
+        assert_eq!(rebooted(&mut probe), 0.0);
+        assert_eq!(std::fs::read_to_string(&state_file).unwrap(), this_boot.to_line());
+    }
+
+    #[test]
+    fn boot_identities_parse_and_compare() {
+        let id = |text: &str| BootIdentity::Id(text.to_owned());
+        for identity in [id("f0e59899-b5d2-4763-946c-6b78456b9b88"), BootIdentity::Time(1_700_000_000)] {
+            assert_eq!(BootIdentity::parse(&identity.to_line()), Some(identity.clone()));
+        }
+        for bad in ["", "boot_id", "boot_id  ", "boot_time soon", "uptime 5", "f0e59899"] {
+            assert_eq!(BootIdentity::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(id("a").same_boot(&id("a")), Some(true));
+        assert_eq!(id("a").same_boot(&id("b")), Some(false));
+        // Boot times wobble by a second or two where they are computed from the uptime.
+        assert_eq!(BootIdentity::Time(1000).same_boot(&BootIdentity::Time(1003)), Some(true));
+        assert_eq!(BootIdentity::Time(1000).same_boot(&BootIdentity::Time(1100)), Some(false));
+        assert_eq!(id("a").same_boot(&BootIdentity::Time(1000)), None);
+
+        // Compared sources differ (e.g. the boot id became unreadable): no verdict.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("boot");
+        std::fs::write(&file, id("a").to_line()).unwrap();
+        let mut detector = RebootDetector::new(file.clone(), Some(BootIdentity::Time(1000)));
+        assert_eq!(detector.take(), Some(false));
+        // This boot cannot be identified: no metric, the file is left alone.
+        let mut detector = RebootDetector::new(file.clone(), None);
+        assert_eq!(detector.take(), None);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), BootIdentity::Time(1000).to_line());
     }
 
     #[test]

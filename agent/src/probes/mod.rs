@@ -96,7 +96,7 @@ impl ProbeSpec {
     pub fn build(&self, context: &ProbeContext) -> AnyProbe {
         match self {
             ProbeSpec::Disk(config) => AnyProbe::Disk(disk::DiskProbe::new(config)),
-            ProbeSpec::Host => AnyProbe::Host(Box::default()),
+            ProbeSpec::Host => AnyProbe::Host(Box::new(host::HostProbe::new(context))),
             ProbeSpec::Service(config) => AnyProbe::Service(service::ServiceProbe::new(config, context)),
             ProbeSpec::Backup(config) => AnyProbe::Backup(backup::BackupProbe::new(config, context)),
             ProbeSpec::Latency(config) => AnyProbe::Latency(latency::LatencyProbe::new(config, context)),

@@ -98,7 +98,8 @@ const R: Status = Status::Resolved;
 fn hysteresis_severity_change_and_resolve() {
     use Input::Disk;
     let rules = RuleSet::defaults();
-    let cases: Vec<(&str, Vec<(i64, Input, Expected)>)> = vec![
+    type Case = (&'static str, Vec<(i64, Input, Expected)>);
+    let cases: Vec<Case> = vec![
         ("stays ok below warn", vec![(0, Disk(50.0), None), (10, Disk(89.9), None)]),
         (
             "warn then clear",
