@@ -464,7 +464,8 @@ impl NetnsHost {
         // A low-priority blackhole for all test-host subnets keeps it here (it fails
         // at once, which is what "unreachable" looks like). Shared by every test; left
         // in place on purpose (harmless, and others may rely on it concurrently).
-        let _ = run(Command::new("ip").args(["route", "add", "blackhole", "10.204.0.0/16", "metric", "4000"]));
+        let _ =
+            run(Command::new("ip").args(["route", "add", "blackhole", "10.204.0.0/16", "metric", "4000"]));
         for step in steps {
             let output = run(Command::new("ip").args(&step));
             if !output.status.success() {
