@@ -38,4 +38,4 @@ else
   echo "SKIP: windows check: the x86_64-pc-windows-gnu standard library cannot be installed here"
 fi
 cargo build --release -p nightowl-agent -p nightowl-collector
-NIGHTOWL_BIN_DIR="$PWD/target/release" cargo test --workspace
+NIGHTOWL_BIN_DIR="$PWD/target/release" cargo test --workspace --no-fail-fast

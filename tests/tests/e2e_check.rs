@@ -27,7 +27,7 @@ fn check(config: &Path) -> String {
 }
 
 #[test]
-fn check_runs_plugins_and_reports_a_reboot_once() {
+fn check_runs_plugins_and_reports_a_reboot_without_recording_it() {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("check_db");
     std::fs::write(
@@ -86,8 +86,10 @@ fn check_runs_plugins_and_reports_a_reboot_once() {
 
     let host = line(&output, "host");
     assert!(host.contains(" rebooted=1 ") && host.contains(" boot_time_s="), "{host}");
-    // Recorded: the next run sees the same boot.
+    // `check` does not record what it saw: the running agent must still report the
+    // reboot, so a second `check` sees it too and the state file is untouched.
     let output = check(&config_path);
     let host = line(&output, "host");
-    assert!(host.contains(" rebooted=0 "), "{host}");
+    assert!(host.contains(" rebooted=1 "), "{host}");
+    assert_eq!(std::fs::read_to_string(probes.join("host-boot")).unwrap(), other_boot);
 }
