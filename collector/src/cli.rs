@@ -68,18 +68,19 @@ pub fn agents_list(data_dir: &Path, json: bool) -> Result<(), CliError> {
         } else {
             writeln!(
                 out,
-                "{:<16} {:<20} {:<24} {:>8} {:>6} {:<26}",
-                "TENANT", "AGENT", "HOSTNAME", "LAST_SEQ", "OPEN", "LAST_SEEN"
+                "{:<16} {:<20} {:<24} {:>8} {:>6} {:>6} {:<26}",
+                "TENANT", "AGENT", "HOSTNAME", "LAST_SEQ", "OPEN", "HELD", "LAST_SEEN"
             )?;
             for agent in &agents {
                 writeln!(
                     out,
-                    "{:<16} {:<20} {:<24} {:>8} {:>6} {:<26}",
+                    "{:<16} {:<20} {:<24} {:>8} {:>6} {:>6} {:<26}",
                     agent.tenant,
                     agent.agent,
                     agent.hostname,
                     agent.last_seq,
                     agent.open_alerts,
+                    agent.held,
                     agent.last_seen
                 )?;
             }

@@ -11,6 +11,8 @@
 //! - `evaluate`: rules (file + overrides, hot reload) and per-check state machines;
 //!   measurements in, transitions out.
 //! - `calendar`: maintenance windows, silences and business-hours coverage (pure time logic).
+//! - `hold`: the emission policy (maintenance windows, after hours) and the releaser of
+//!   held events.
 //! - `alert`: the alert event (the consumers' JSON contract) and its fingerprint.
 //! - `queue`: the embedded durable store (SQLite): alert queue, agent seqs, check states.
 //! - `cli`: the read-side commands (`alerts tail`, `agents list`).
@@ -24,6 +26,7 @@ pub mod calendar;
 pub mod cli;
 pub mod config;
 pub mod evaluate;
+pub mod hold;
 pub mod ingest;
 pub mod offline;
 pub mod pki;
@@ -67,7 +70,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
 
     let tls = ingest::server_tls_config(&config.tls).map_err(ServeError::from)?;
-    let (store, writer) = Store::open(&config.data_dir)?;
+    let policy =
+        Arc::new(hold::Policy { maintenance: config.maintenance.clone(), coverage: config.coverage.clone() });
+    if !policy.is_empty() {
+        tracing::info!(
+            maintenance_windows = policy.maintenance.windows.len(),
+            coverage_tenants = policy.coverage.per_tenant.len(),
+            coverage_default = policy.coverage.default.is_some(),
+            "emission policy: maintenance windows and coverage calendars in force"
+        );
+    }
+    let (store, writer) = Store::open_with_policy(&config.data_dir, policy)?;
     let counters = Arc::new(Counters::default());
     let (rules, rules_receiver) = tokio::sync::watch::channel(config.rules.clone());
     let _rules_watcher = match &config.rules_path {
@@ -87,7 +100,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         ingest.local_addr().map_err(|source| RunError::Io { path: PathBuf::from("listener"), source })?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), store = %store.path().display(), "collector listening");
     let known = queue::Reader::open(&config.data_dir)?.presence()?;
+    // The releaser runs even without a policy: events held under an earlier config
+    // are still released.
+    let stop_releaser = tokio_util::sync::CancellationToken::new();
+    let releaser = tokio::spawn(hold::run_releaser(store.clone(), stop_releaser.clone()));
     let served = ingest.run(known, config.offline.clone(), shutdown).await;
+    stop_releaser.cancel();
+    let _ = releaser.await;
     // Every session has ended: the last handle closes the writer's queue and it exits
     // after applying what is queued.
     drop(store);

@@ -49,3 +49,14 @@ fn override_example_is_valid() {
     nightowl_collector::evaluate::RuleSet::parse(&format!("{defaults}\n{text}"), "README.md")
         .unwrap_or_else(|error| panic!("README override example: {error}"));
 }
+
+#[test]
+fn maintenance_and_coverage_example_is_valid() {
+    let readme = readme();
+    let start = readme.find("Maintenance windows and business hours").unwrap();
+    let text = toml_block_after(&readme[start..], "```toml");
+    let config = nightowl_collector::config::Config::parse(&text, "README.md", Path::new("/"))
+        .unwrap_or_else(|error| panic!("README maintenance example: {error}"));
+    assert_eq!(config.maintenance.windows.len(), 1);
+    assert!(config.coverage.default.is_some());
+}

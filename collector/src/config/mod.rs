@@ -30,6 +30,18 @@
 //! keepalive_interval = "30s"
 //! keepalive_timeout = "20s"
 //! idle_timeout = "90s"
+//!
+//! [[maintenance]]            # alerts inside are held, not emitted (see calendar, hold)
+//! name = "acme patch night"
+//! tenant = "acme"
+//! days = ["sat"]
+//! from = "22:00"
+//! to = "02:00"
+//! timezone = "Europe/Berlin"
+//!
+//! [coverage.default]         # after hours P3/P4 wait for business hours
+//! timezone = "Europe/London"
+//! hours = { mon-fri = "08:00-18:00" }
 //! ```
 //!
 //! Relative paths are taken relative to the directory of the config file.
@@ -42,6 +54,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::calendar::{CoverageSet, Maintenance, RawCoverageSet, RawMaintenance};
 use crate::evaluate::RuleSet;
 use crate::offline::OfflineConfig;
 
@@ -68,6 +81,9 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     offline: RawOffline,
+    #[serde(default)]
+    maintenance: Vec<RawMaintenance>,
+    coverage: Option<RawCoverageSet>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,6 +168,10 @@ pub struct Config {
     /// The rules in force at load: from `rules_path`, or the embedded defaults.
     pub rules: Arc<RuleSet>,
     pub offline: OfflineConfig,
+    /// `[[maintenance]]`: windows during which alerts are held (`crate::hold`).
+    pub maintenance: Maintenance,
+    /// `[coverage]`: business hours per tenant; none = covered 24/7.
+    pub coverage: CoverageSet,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7443";
@@ -318,7 +338,30 @@ impl RawConfig {
             None => RuleSet::defaults(),
             Some(path) => Arc::new(RuleSet::load(path).map_err(|rules| error("rules", rules.to_string()))?),
         };
-        Ok(Config { source: file.to_owned(), listen, data_dir, tls, limits, rules_path, rules, offline })
+        // The calendar validators name the key in front of their message
+        // (`maintenance[1].timezone: ...`); keep it as the error's key.
+        let calendar_error = |fallback: &str, text: String| match text.split_once(": ") {
+            Some((key, message)) if !key.contains(' ') => error(key, message.to_owned()),
+            _ => error(fallback, text),
+        };
+        let maintenance = Maintenance::from_raw(self.maintenance, "maintenance")
+            .map_err(|text| calendar_error("maintenance", text))?;
+        let coverage = match self.coverage {
+            Some(raw) => raw.validate("coverage").map_err(|text| calendar_error("coverage", text))?,
+            None => CoverageSet::default(),
+        };
+        Ok(Config {
+            source: file.to_owned(),
+            listen,
+            data_dir,
+            tls,
+            limits,
+            rules_path,
+            rules,
+            offline,
+            maintenance,
+            coverage,
+        })
     }
 }
 
@@ -376,6 +419,28 @@ mod tests {
         assert!(text.contains("unknown field `certificate`"), "{text}");
         let error = parse("lisen = \"127.0.0.1:1\"\n").unwrap_err();
         assert!(error.to_string().contains("key `lisen`"), "{error}");
+    }
+
+    #[test]
+    fn maintenance_and_coverage_are_validated() {
+        let config = parse(
+            "[[maintenance]]\nname = \"patch\"\ntenant = \"acme\"\nstart = \"2026-01-01T00:00:00Z\"\nend = \"2026-01-01T02:00:00Z\"\n\
+             [coverage.default]\ntimezone = \"UTC\"\nhours = { mon-fri = \"08:00-18:00\" }\n",
+        )
+        .unwrap();
+        assert_eq!(config.maintenance.windows.len(), 1);
+        assert_eq!(config.maintenance.windows[0].name, "patch");
+        assert!(config.coverage.default.is_some());
+        assert!(parse("").unwrap().maintenance.windows.is_empty());
+
+        let error = parse("[[maintenance]]\nname = \"x\"\nfrom = \"22:00\"\nto = \"02:00\"\n").unwrap_err();
+        assert_eq!(error.key, "maintenance[0].timezone", "{error}");
+        let error =
+            parse("[coverage.tenant.acme]\ntimezone = \"Mars/Olympus\"\nhours = { mon = \"08:00-18:00\" }\n")
+                .unwrap_err();
+        assert_eq!(error.key, "coverage.tenant.acme.timezone", "{error}");
+        let error = parse("[[maintenance]]\nname = \"x\"\nbogus = 1\n").unwrap_err();
+        assert!(error.to_string().contains("bogus"), "{error}");
     }
 
     #[test]

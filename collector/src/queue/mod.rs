@@ -14,6 +14,11 @@
 //!   report), counters (`seq_gaps`, `reports`, `sessions`), when the current session began and what Hello said.
 //! - `check_states`: per (tenant, agent, check, rule): level, fingerprint, firing since,
 //!   and `machine`, the whole state (pending, flap history) as JSON.
+//! - `held_events` (v4): events the emission policy (`crate::hold`) held back
+//!   (maintenance window, after hours): `seq` (hold order), `id` (unique), tenant, agent,
+//!   fingerprint, status, severity, `reason` (`after-hours`, `maintenance:<name>`),
+//!   `release_at` (unix milliseconds) and `body`. The releaser moves due ones into
+//!   `events` in one transaction ([`Store::release_due`], `held.rs`).
 //!
 //! # Invariants
 //! 1. A report's events, its state changes and its `last_seq` are committed in ONE
@@ -28,10 +33,12 @@
 //! applied in group commits (several reports, one fsync), which is what makes thousands
 //! of sessions cheap. Each caller gets its own result back.
 
+mod held;
 mod read;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::thread;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -39,8 +46,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::alert::AlertEvent;
 use crate::evaluate::{CheckState, Level, StateKey, StateUpdate};
+use crate::hold::{Decision, Policy};
 use crate::pki::AgentIdentity;
 
+pub use held::ReleaseOutcome;
 pub use read::{AgentRow, EventRow, KnownAgent, Reader};
 
 /// The database file inside the data directory.
@@ -48,7 +57,7 @@ pub const DB_FILE: &str = "nightowl.db";
 
 /// Schema version, in SQLite's `user_version`. Bump it with a migration in
 /// [`open_connection`] whenever [`SCHEMA`] changes shape.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -94,6 +103,23 @@ CREATE TABLE IF NOT EXISTS check_states (
     machine TEXT,
     PRIMARY KEY (tenant, agent, check_id, rule)
 );
+CREATE TABLE IF NOT EXISTS held_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    tenant TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    status TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    held_at TEXT NOT NULL,
+    release_at INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS held_events_release ON held_events (release_at);
+CREATE INDEX IF NOT EXISTS held_events_fingerprint ON held_events (fingerprint, seq);
+CREATE INDEX IF NOT EXISTS held_events_agent ON held_events (tenant, agent);
+CREATE INDEX IF NOT EXISTS events_fingerprint_pos ON events (fingerprint, pos);
 ";
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +172,7 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreErro
                 .execute_batch("ALTER TABLE check_states ADD COLUMN machine TEXT")
                 .map_err(sqlite(path))?;
         }
+        // v4: `held_events` and its indexes, created by SCHEMA above (IF NOT EXISTS).
         connection.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(sqlite(path))?;
     }
     Ok(connection)
@@ -203,6 +230,7 @@ pub enum Committed {
 enum Command {
     Hello(HelloRecord, oneshot::Sender<Result<AgentSnapshot, StoreError>>),
     Commit(CommitReport, oneshot::Sender<Result<Committed, StoreError>>),
+    Release(jiff::Timestamp, oneshot::Sender<Result<ReleaseOutcome, StoreError>>),
 }
 
 /// Handle to the writer thread. Cheap to clone; the thread stops when every handle is
@@ -219,6 +247,14 @@ const GROUP_COMMIT_MAX: usize = 512;
 impl Store {
     /// Opens (creating if needed) the store in `data_dir` and starts the writer thread.
     pub fn open(data_dir: &Path) -> Result<(Store, thread::JoinHandle<()>), StoreError> {
+        Self::open_with_policy(data_dir, Arc::new(Policy::default()))
+    }
+
+    /// Like [`Store::open`], applying `policy` to every event committed (see `crate::hold`).
+    pub fn open_with_policy(
+        data_dir: &Path,
+        policy: Arc<Policy>,
+    ) -> Result<(Store, thread::JoinHandle<()>), StoreError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|source| StoreError::Io { path: data_dir.to_owned(), source })?;
         let path = data_dir.join(DB_FILE);
@@ -227,7 +263,7 @@ impl Store {
         let writer_path = path.clone();
         let handle = thread::Builder::new()
             .name("nightowl-store".into())
-            .spawn(move || Writer { connection, path: writer_path }.run(receiver))
+            .spawn(move || Writer { connection, path: writer_path, policy }.run(receiver))
             .map_err(|source| StoreError::Io { path: path.clone(), source })?;
         Ok((Store { commands, path }, handle))
     }
@@ -249,11 +285,20 @@ impl Store {
         self.commands.send(Command::Commit(report, reply)).await.map_err(|_| StoreError::WriterGone)?;
         response.await.map_err(|_| StoreError::WriterGone)?
     }
+
+    /// Moves held events due at `now` into the queue, in one transaction; returns once
+    /// that is durable.
+    pub async fn release_due(&self, now: jiff::Timestamp) -> Result<ReleaseOutcome, StoreError> {
+        let (reply, response) = oneshot::channel();
+        self.commands.send(Command::Release(now, reply)).await.map_err(|_| StoreError::WriterGone)?;
+        response.await.map_err(|_| StoreError::WriterGone)?
+    }
 }
 
 struct Writer {
     connection: Connection,
     path: PathBuf,
+    policy: Arc<Policy>,
 }
 
 impl Writer {
@@ -276,6 +321,7 @@ impl Writer {
     /// failing command fails alone; replies are sent only after COMMIT returned.
     fn apply_batch(&mut self, batch: &mut Vec<Command>) {
         let path = self.path.clone();
+        let policy = self.policy.clone();
         let mut replies = Vec::with_capacity(batch.len());
         let outcome = (|| -> Result<(), StoreError> {
             let mut transaction = self.connection.transaction().map_err(sqlite(&path))?;
@@ -286,8 +332,15 @@ impl Writer {
                         replies.push(Reply::Hello(reply, result));
                     }
                     Command::Commit(report, reply) => {
-                        let result = savepoint(&mut transaction, &path, |tx| commit(tx, &path, &report));
+                        let result =
+                            savepoint(&mut transaction, &path, |tx| commit(tx, &path, &policy, &report));
                         replies.push(Reply::Commit(reply, result));
+                    }
+                    Command::Release(now, reply) => {
+                        let result = savepoint(&mut transaction, &path, |tx| {
+                            held::release_due(tx, &path, &policy, now)
+                        });
+                        replies.push(Reply::Release(reply, result));
                     }
                 }
             }
@@ -306,6 +359,7 @@ impl Writer {
 enum Reply {
     Hello(oneshot::Sender<Result<AgentSnapshot, StoreError>>, Result<AgentSnapshot, StoreError>),
     Commit(oneshot::Sender<Result<Committed, StoreError>>, Result<Committed, StoreError>),
+    Release(oneshot::Sender<Result<ReleaseOutcome, StoreError>>, Result<ReleaseOutcome, StoreError>),
 }
 
 impl Reply {
@@ -319,6 +373,9 @@ impl Reply {
                 let _ = sender.send(if commit_error.is_some() { Err(failed()) } else { result });
             }
             Reply::Commit(sender, result) => {
+                let _ = sender.send(if commit_error.is_some() { Err(failed()) } else { result });
+            }
+            Reply::Release(sender, result) => {
                 let _ = sender.send(if commit_error.is_some() { Err(failed()) } else { result });
             }
         }
@@ -425,7 +482,12 @@ fn hello(tx: &Connection, path: &Path, record: &HelloRecord) -> Result<AgentSnap
     Ok(AgentSnapshot { last_seq, new_stream, states })
 }
 
-fn commit(tx: &Connection, path: &Path, report: &CommitReport) -> Result<Committed, StoreError> {
+fn commit(
+    tx: &Connection,
+    path: &Path,
+    policy: &Policy,
+    report: &CommitReport,
+) -> Result<Committed, StoreError> {
     let tenant = &report.identity.tenant;
     let agent = &report.identity.agent;
     let stored: Option<(String, i64)> = tx
@@ -463,24 +525,14 @@ fn commit(tx: &Connection, path: &Path, report: &CommitReport) -> Result<Committ
             path: path.to_owned(),
             detail: format!("event does not serialise: {error}"),
         })?;
-        tx.prepare_cached(
-            "INSERT INTO events (id, tenant, fingerprint, status, severity, emitted_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .and_then(|mut statement| {
-            statement.execute(params![
-                event.id,
-                event.tenant,
-                event.fingerprint,
-                match event.status {
-                    crate::alert::Status::Firing => "firing",
-                    crate::alert::Status::Resolved => "resolved",
-                },
-                event.severity.as_str(),
-                event.emitted_at.to_string(),
-                body
-            ])
-        })
-        .map_err(sqlite(path))?;
+        // The emission policy, applied here and only here (see `crate::hold`).
+        match policy.decide(event) {
+            Decision::Hold { release_at, reason } => held::hold(tx, path, event, &body, release_at, &reason)?,
+            Decision::Emit => {
+                held::release_before_emit(tx, path, policy, &event.fingerprint, event.emitted_at)?;
+                insert_event(tx, path, event, &body)?;
+            }
+        }
     }
     for update in &report.updates {
         tx.prepare_cached(
@@ -516,6 +568,29 @@ fn commit(tx: &Connection, path: &Path, report: &CommitReport) -> Result<Committ
         .map_err(sqlite(path))?;
     }
     Ok(Committed::Applied { gap })
+}
+
+/// Appends one event to the queue (a new `pos`).
+fn insert_event(tx: &Connection, path: &Path, event: &AlertEvent, body: &str) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO events (id, tenant, fingerprint, status, severity, emitted_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut statement| {
+        statement.execute(params![
+            event.id,
+            event.tenant,
+            event.fingerprint,
+            match event.status {
+                crate::alert::Status::Firing => "firing",
+                crate::alert::Status::Resolved => "resolved",
+            },
+            event.severity.as_str(),
+            event.emitted_at.to_string(),
+            body
+        ])
+    })
+    .map_err(sqlite(path))?;
+    Ok(())
 }
 
 fn machine_json(state: &CheckState) -> String {

@@ -34,6 +34,8 @@ pub struct AgentRow {
     /// Sessions (Hellos) seen from this agent, ever.
     pub sessions: u64,
     pub open_alerts: u64,
+    /// Alert events held back (maintenance window, after hours), not yet released.
+    pub held: u64,
 }
 
 /// An agent as the offline monitor starts from.
@@ -84,6 +86,18 @@ impl Reader {
         rows.collect::<Result<Vec<_>, _>>().map_err(sqlite(&self.path))
     }
 
+    /// Every held event as (reason, release_at unix ms, body), in hold order.
+    pub fn held_events(&self) -> Result<Vec<(String, i64, String)>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare_cached("SELECT reason, release_at, body FROM held_events ORDER BY seq")
+            .map_err(sqlite(&self.path))?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .map_err(sqlite(&self.path))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sqlite(&self.path))
+    }
+
     /// Every known agent with what the offline monitor needs (see `offline`).
     pub fn presence(&self) -> Result<Vec<KnownAgent>, StoreError> {
         let mut statement = self
@@ -127,7 +141,8 @@ impl Reader {
                 "SELECT a.tenant, a.agent, a.hostname, a.os, a.agent_version, a.last_seq, a.seq_gaps,
                         a.reports, a.first_seen, a.last_seen, a.connected_at, a.sessions,
                         (SELECT COUNT(*) FROM check_states s
-                          WHERE s.tenant = a.tenant AND s.agent = a.agent AND s.level != 'ok')
+                          WHERE s.tenant = a.tenant AND s.agent = a.agent AND s.level != 'ok'),
+                        (SELECT COUNT(*) FROM held_events h WHERE h.tenant = a.tenant AND h.agent = a.agent)
                  FROM agents a ORDER BY a.tenant, a.agent",
             )
             .map_err(sqlite(&self.path))?;
@@ -147,6 +162,7 @@ impl Reader {
                     connected_at: row.get(10)?,
                     sessions: row.get::<_, i64>(11)? as u64,
                     open_alerts: row.get::<_, i64>(12)? as u64,
+                    held: row.get::<_, i64>(13)? as u64,
                 })
             })
             .map_err(sqlite(&self.path))?;
