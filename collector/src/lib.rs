@@ -14,10 +14,14 @@
 //! - `hold`: the emission policy (maintenance windows, after hours) and the releaser of
 //!   held events.
 //! - `alert`: the alert event (the consumers' JSON contract) and its fingerprint.
-//! - `queue`: the embedded durable store (SQLite): alert queue, agent seqs, check states.
+//! - `queue`: the embedded durable store (SQLite): alert queue, agent seqs, check states,
+//!   consumer cursors, dead letters, retention.
+//! - `sinks`: delivery of queued events to PSA / paging tools, one folder per kind behind
+//!   one trait; a shared runner (durable cursor, retries, dead letters, filters).
 //! - `cli`: the read-side commands (`alerts tail`, `agents list`).
 //!
-//! Data path: `ingest` → `evaluate` → `queue` (one transaction per report) → Ack.
+//! Data path: `ingest` → `evaluate` → `queue` (one transaction per report) → Ack;
+//! `queue` → `sinks` (each at its own durable cursor).
 
 #![forbid(unsafe_code)]
 
@@ -31,6 +35,7 @@ pub mod ingest;
 pub mod offline;
 pub mod pki;
 pub mod queue;
+pub mod sinks;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -50,6 +55,8 @@ pub enum RunError {
     Locked { path: PathBuf },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Sink(String),
 }
 
 /// Runs the collector until `shutdown` resolves, then drains: stops accepting, ends
@@ -104,9 +111,29 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     // are still released.
     let stop_releaser = tokio_util::sync::CancellationToken::new();
     let releaser = tokio::spawn(hold::run_releaser(store.clone(), stop_releaser.clone()));
+    // Sinks and retention: consumers of the queue, stopped after ingest so that what
+    // the last sessions committed is still picked up by the next start.
+    let consumers = tokio_util::task::TaskTracker::new();
+    let stop_consumers = tokio_util::sync::CancellationToken::new();
+    let sinks = sinks::start_all(&config.sinks, &store, &config.data_dir, &consumers, &stop_consumers)
+        .map_err(RunError::Sink);
+    let sinks = match sinks {
+        Ok(sinks) => sinks,
+        Err(error) => {
+            stop_releaser.cancel();
+            return Err(error);
+        }
+    };
+    consumers.spawn(queue::run_retention(store.clone(), config.retention, stop_consumers.clone()));
+    if !sinks.stats.is_empty() {
+        tracing::info!(sinks = sinks.stats.len(), "sinks started");
+    }
     let served = ingest.run(known, config.offline.clone(), shutdown).await;
     stop_releaser.cancel();
     let _ = releaser.await;
+    stop_consumers.cancel();
+    consumers.close();
+    consumers.wait().await;
     // Every session has ended: the last handle closes the writer's queue and it exits
     // after applying what is queued.
     drop(store);

@@ -57,6 +57,8 @@ use serde::Deserialize;
 use crate::calendar::{CoverageSet, Maintenance, RawCoverageSet, RawMaintenance};
 use crate::evaluate::RuleSet;
 use crate::offline::OfflineConfig;
+use crate::queue::Retention;
+use crate::sinks::{RawSink, SinkSpec};
 
 /// A configuration problem, naming where it is.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +86,17 @@ struct RawConfig {
     #[serde(default)]
     maintenance: Vec<RawMaintenance>,
     coverage: Option<RawCoverageSet>,
+    #[serde(default)]
+    sink: Vec<RawSink>,
+    #[serde(default)]
+    retention: RawRetention,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    max_age: Option<String>,
+    max_events: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -172,6 +185,10 @@ pub struct Config {
     pub maintenance: Maintenance,
     /// `[coverage]`: business hours per tenant; none = covered 24/7.
     pub coverage: CoverageSet,
+    /// `[[sink]]`: where alert events are delivered (see `crate::sinks`).
+    pub sinks: Vec<SinkSpec>,
+    /// `[retention]`: how long / how many events the queue keeps.
+    pub retention: Retention,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7443";
@@ -350,6 +367,22 @@ impl RawConfig {
             Some(raw) => raw.validate("coverage").map_err(|text| calendar_error("coverage", text))?,
             None => CoverageSet::default(),
         };
+        let sinks =
+            crate::sinks::validate_all(self.sink, base).map_err(|(key, message)| error(&key, message))?;
+        let retention_defaults = Retention::default();
+        let retention = Retention {
+            max_age: duration("retention.max_age", self.retention.max_age, retention_defaults.max_age)?,
+            max_events: match self.retention.max_events {
+                None => retention_defaults.max_events,
+                Some(count) if count >= 1000 => count,
+                Some(count) => {
+                    return Err(error(
+                        "retention.max_events",
+                        format!("{count} is too few: keep at least 1000"),
+                    ));
+                }
+            },
+        };
         Ok(Config {
             source: file.to_owned(),
             listen,
@@ -361,6 +394,8 @@ impl RawConfig {
             offline,
             maintenance,
             coverage,
+            sinks,
+            retention,
         })
     }
 }

@@ -33,6 +33,7 @@
 //! applied in group commits (several reports, one fsync), which is what makes thousands
 //! of sessions cheap. Each caller gets its own result back.
 
+mod consumers;
 mod held;
 mod read;
 
@@ -49,15 +50,16 @@ use crate::evaluate::{CheckState, Level, StateKey, StateUpdate};
 use crate::hold::{Decision, Policy};
 use crate::pki::AgentIdentity;
 
+pub use consumers::{ConsumerUpdate, DeadLetter, Pruned, Retention, StartAt};
 pub use held::ReleaseOutcome;
-pub use read::{AgentRow, EventRow, KnownAgent, Reader};
+pub use read::{AgentRow, ConsumerRow, DeadLetterRow, EventRow, KnownAgent, Reader};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "nightowl.db";
 
 /// Schema version, in SQLite's `user_version`. Bump it with a migration in
 /// [`open_connection`] whenever [`SCHEMA`] changes shape.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -166,6 +168,8 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreErro
             });
         }
         connection.execute_batch(SCHEMA).map_err(sqlite(path))?;
+        // v5: consumers, dead_letters, queue_meta (consumers.rs), IF NOT EXISTS as well.
+        connection.execute_batch(consumers::SCHEMA).map_err(sqlite(path))?;
         if version == 1 {
             // v2: the whole per-check state machine as JSON (pending, flapping…).
             connection
@@ -231,6 +235,9 @@ enum Command {
     Hello(HelloRecord, oneshot::Sender<Result<AgentSnapshot, StoreError>>),
     Commit(CommitReport, oneshot::Sender<Result<Committed, StoreError>>),
     Release(jiff::Timestamp, oneshot::Sender<Result<ReleaseOutcome, StoreError>>),
+    Register(String, StartAt, oneshot::Sender<Result<i64, StoreError>>),
+    Advance(ConsumerUpdate, oneshot::Sender<Result<(), StoreError>>),
+    Prune(Retention, jiff::Timestamp, oneshot::Sender<Result<Pruned, StoreError>>),
 }
 
 /// Handle to the writer thread. Cheap to clone; the thread stops when every handle is
@@ -239,6 +246,8 @@ enum Command {
 pub struct Store {
     commands: mpsc::Sender<Command>,
     path: PathBuf,
+    /// The highest queue position, published after every commit that moved it.
+    head: tokio::sync::watch::Receiver<i64>,
 }
 
 /// How many queued commands one group commit takes at most.
@@ -260,12 +269,44 @@ impl Store {
         let path = data_dir.join(DB_FILE);
         let connection = open_connection(&path, false)?;
         let (commands, receiver) = mpsc::channel(4096);
+        let (head_sender, head) = tokio::sync::watch::channel(consumers::head(&connection, &path)?);
         let writer_path = path.clone();
         let handle = thread::Builder::new()
             .name("nightowl-store".into())
-            .spawn(move || Writer { connection, path: writer_path, policy }.run(receiver))
+            .spawn(move || Writer { connection, path: writer_path, policy, head: head_sender }.run(receiver))
             .map_err(|source| StoreError::Io { path: path.clone(), source })?;
-        Ok((Store { commands, path }, handle))
+        Ok((Store { commands, path, head }, handle))
+    }
+
+    /// The queue's head position, updated after every commit that appended events:
+    /// consumers wait on it instead of polling.
+    pub fn head(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.head.clone()
+    }
+
+    async fn request<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
+    ) -> Result<T, StoreError> {
+        let (reply, response) = oneshot::channel();
+        self.commands.send(command(reply)).await.map_err(|_| StoreError::WriterGone)?;
+        response.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Creates the named consumer if it is new (starting at `start`); returns its cursor.
+    pub async fn register_consumer(&self, consumer: &str, start: StartAt) -> Result<i64, StoreError> {
+        let consumer = consumer.to_owned();
+        self.request(|reply| Command::Register(consumer, start, reply)).await
+    }
+
+    /// Moves a consumer's cursor forward and records its dead letters; durable on return.
+    pub async fn advance_consumer(&self, update: ConsumerUpdate) -> Result<(), StoreError> {
+        self.request(|reply| Command::Advance(update, reply)).await
+    }
+
+    /// Deletes events past `retention`; durable on return.
+    pub async fn prune(&self, retention: Retention, now: jiff::Timestamp) -> Result<Pruned, StoreError> {
+        self.request(|reply| Command::Prune(retention, now, reply)).await
     }
 
     pub fn path(&self) -> &Path {
@@ -274,24 +315,18 @@ impl Store {
 
     /// Records a Hello and returns what the session needs to continue the agent.
     pub async fn hello(&self, record: HelloRecord) -> Result<AgentSnapshot, StoreError> {
-        let (reply, response) = oneshot::channel();
-        self.commands.send(Command::Hello(record, reply)).await.map_err(|_| StoreError::WriterGone)?;
-        response.await.map_err(|_| StoreError::WriterGone)?
+        self.request(|reply| Command::Hello(record, reply)).await
     }
 
     /// Commits one report's effects; returns once they are durable (fsync'd).
     pub async fn commit(&self, report: CommitReport) -> Result<Committed, StoreError> {
-        let (reply, response) = oneshot::channel();
-        self.commands.send(Command::Commit(report, reply)).await.map_err(|_| StoreError::WriterGone)?;
-        response.await.map_err(|_| StoreError::WriterGone)?
+        self.request(|reply| Command::Commit(report, reply)).await
     }
 
     /// Moves held events due at `now` into the queue, in one transaction; returns once
     /// that is durable.
     pub async fn release_due(&self, now: jiff::Timestamp) -> Result<ReleaseOutcome, StoreError> {
-        let (reply, response) = oneshot::channel();
-        self.commands.send(Command::Release(now, reply)).await.map_err(|_| StoreError::WriterGone)?;
-        response.await.map_err(|_| StoreError::WriterGone)?
+        self.request(|reply| Command::Release(now, reply)).await
     }
 }
 
@@ -299,6 +334,7 @@ struct Writer {
     connection: Connection,
     path: PathBuf,
     policy: Arc<Policy>,
+    head: tokio::sync::watch::Sender<i64>,
 }
 
 impl Writer {
@@ -323,7 +359,7 @@ impl Writer {
         let path = self.path.clone();
         let policy = self.policy.clone();
         let mut replies = Vec::with_capacity(batch.len());
-        let outcome = (|| -> Result<(), StoreError> {
+        let outcome = (|| -> Result<i64, StoreError> {
             let mut transaction = self.connection.transaction().map_err(sqlite(&path))?;
             for command in batch.drain(..) {
                 match command {
@@ -342,13 +378,43 @@ impl Writer {
                         });
                         replies.push(Reply::Release(reply, result));
                     }
+                    Command::Register(consumer, start, reply) => {
+                        let result = savepoint(&mut transaction, &path, |tx| {
+                            consumers::register(tx, &path, &consumer, start, jiff::Timestamp::now())
+                        });
+                        replies.push(Reply::Register(reply, result));
+                    }
+                    Command::Advance(update, reply) => {
+                        let result = savepoint(&mut transaction, &path, |tx| {
+                            consumers::advance(tx, &path, &update, jiff::Timestamp::now())
+                        });
+                        replies.push(Reply::Advance(reply, result));
+                    }
+                    Command::Prune(retention, now, reply) => {
+                        let result = savepoint(&mut transaction, &path, |tx| {
+                            consumers::prune(tx, &path, &retention, now)
+                        });
+                        replies.push(Reply::Prune(reply, result));
+                    }
                 }
             }
-            transaction.commit().map_err(sqlite(&path))
+            let head = consumers::head(&transaction, &path)?;
+            transaction.commit().map_err(sqlite(&path))?;
+            Ok(head)
         })();
-        if let Err(error) = &outcome {
-            tracing::error!(%error, "alert store commit failed; sessions will not be acked");
+        match &outcome {
+            // Published only once durable: a consumer never sees an event that a crash
+            // could still take back.
+            Ok(head) => {
+                self.head.send_if_modified(|current| {
+                    let moved = *current != *head;
+                    *current = *head;
+                    moved
+                });
+            }
+            Err(error) => tracing::error!(%error, "alert store commit failed; sessions will not be acked"),
         }
+        let outcome = outcome.map(|_| ());
         for reply in replies {
             reply.send(outcome.as_ref().err());
         }
@@ -360,6 +426,9 @@ enum Reply {
     Hello(oneshot::Sender<Result<AgentSnapshot, StoreError>>, Result<AgentSnapshot, StoreError>),
     Commit(oneshot::Sender<Result<Committed, StoreError>>, Result<Committed, StoreError>),
     Release(oneshot::Sender<Result<ReleaseOutcome, StoreError>>, Result<ReleaseOutcome, StoreError>),
+    Register(oneshot::Sender<Result<i64, StoreError>>, Result<i64, StoreError>),
+    Advance(oneshot::Sender<Result<(), StoreError>>, Result<(), StoreError>),
+    Prune(oneshot::Sender<Result<Pruned, StoreError>>, Result<Pruned, StoreError>),
 }
 
 impl Reply {
@@ -367,17 +436,25 @@ impl Reply {
     /// nothing of the batch is durable then. A caller that went away (agent
     /// disconnected) is fine: its report will be replayed.
     fn send(self, commit_error: Option<&StoreError>) {
-        let failed = || StoreError::BatchFailed(commit_error.map(ToString::to_string).unwrap_or_default());
+        fn answer<T>(
+            sender: oneshot::Sender<Result<T, StoreError>>,
+            result: Result<T, StoreError>,
+            commit_error: Option<&StoreError>,
+        ) {
+            let result = match commit_error {
+                Some(error) => Err(StoreError::BatchFailed(error.to_string())),
+                None => result,
+            };
+            // The caller may have gone away (agent disconnected): nothing to tell then.
+            let _ = sender.send(result);
+        }
         match self {
-            Reply::Hello(sender, result) => {
-                let _ = sender.send(if commit_error.is_some() { Err(failed()) } else { result });
-            }
-            Reply::Commit(sender, result) => {
-                let _ = sender.send(if commit_error.is_some() { Err(failed()) } else { result });
-            }
-            Reply::Release(sender, result) => {
-                let _ = sender.send(if commit_error.is_some() { Err(failed()) } else { result });
-            }
+            Reply::Hello(sender, result) => answer(sender, result, commit_error),
+            Reply::Commit(sender, result) => answer(sender, result, commit_error),
+            Reply::Release(sender, result) => answer(sender, result, commit_error),
+            Reply::Register(sender, result) => answer(sender, result, commit_error),
+            Reply::Advance(sender, result) => answer(sender, result, commit_error),
+            Reply::Prune(sender, result) => answer(sender, result, commit_error),
         }
     }
 }
@@ -591,6 +668,36 @@ fn insert_event(tx: &Connection, path: &Path, event: &AlertEvent, body: &str) ->
     })
     .map_err(sqlite(path))?;
     Ok(())
+}
+
+/// How often retention runs.
+const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Deletes events past `retention` now and then, until `shutdown`.
+pub async fn run_retention(
+    store: Store,
+    retention: Retention,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut every = tokio::time::interval(RETENTION_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match store.prune(retention, jiff::Timestamp::now()).await {
+            Ok(pruned) if pruned.events > 0 => {
+                tracing::info!(
+                    deleted = pruned.events,
+                    through = pruned.pruned_through,
+                    "retention: old events deleted"
+                )
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(%error, "retention failed; will try again"),
+        }
+    }
 }
 
 fn machine_json(state: &CheckState) -> String {

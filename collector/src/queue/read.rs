@@ -16,6 +16,32 @@ pub struct EventRow {
     pub body: String,
 }
 
+/// A consumer of the queue and how far it got.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsumerRow {
+    pub name: String,
+    pub acked_pos: i64,
+    /// Events queued after the cursor (not yet done with; includes events the
+    /// consumer's filters will skip).
+    pub lag: i64,
+    pub delivered: u64,
+    pub dead_lettered: u64,
+    pub updated_at: String,
+}
+
+/// An event a sink refused for good, or gave up on.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetterRow {
+    pub consumer: String,
+    pub pos: i64,
+    pub event_id: String,
+    pub error: String,
+    pub attempts: u32,
+    pub at: String,
+    /// The event, as it would have been delivered.
+    pub event: serde_json::Value,
+}
+
 /// One agent as the collector last saw it.
 #[derive(Debug, Clone, Serialize)]
 pub struct AgentRow {
@@ -81,6 +107,88 @@ impl Reader {
         let rows = statement
             .query_map(params![after, limit as i64], |row| {
                 Ok(EventRow { pos: row.get(0)?, body: row.get(1)? })
+            })
+            .map_err(sqlite(&self.path))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sqlite(&self.path))
+    }
+
+    /// Up to `limit` events after `after` whose tenant is `tenant`, in queue order.
+    pub fn tenant_events_after(
+        &self,
+        tenant: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare_cached(
+                "SELECT pos, body FROM events WHERE tenant = ?1 AND pos > ?2 ORDER BY pos LIMIT ?3",
+            )
+            .map_err(sqlite(&self.path))?;
+        let rows = statement
+            .query_map(params![tenant, after, limit as i64], |row| {
+                Ok(EventRow { pos: row.get(0)?, body: row.get(1)? })
+            })
+            .map_err(sqlite(&self.path))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sqlite(&self.path))
+    }
+
+    /// The queue's highest position (0: empty).
+    pub fn head(&self) -> Result<i64, StoreError> {
+        super::consumers::head(&self.connection, &self.path)
+    }
+
+    /// The highest position retention has deleted (0: none).
+    pub fn pruned_through(&self) -> Result<i64, StoreError> {
+        super::consumers::pruned_through(&self.connection, &self.path)
+    }
+
+    /// Every consumer with its cursor and counts, by name.
+    pub fn consumers(&self) -> Result<Vec<ConsumerRow>, StoreError> {
+        let head = self.head()?;
+        let mut statement = self
+            .connection
+            .prepare_cached(
+                "SELECT name, acked_pos, delivered, dead_lettered, updated_at FROM consumers ORDER BY name",
+            )
+            .map_err(sqlite(&self.path))?;
+        let rows = statement
+            .query_map([], |row| {
+                let acked_pos: i64 = row.get(1)?;
+                Ok(ConsumerRow {
+                    name: row.get(0)?,
+                    acked_pos,
+                    lag: (head - acked_pos).max(0),
+                    delivered: row.get::<_, i64>(2)? as u64,
+                    dead_lettered: row.get::<_, i64>(3)? as u64,
+                    updated_at: row.get(4)?,
+                })
+            })
+            .map_err(sqlite(&self.path))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sqlite(&self.path))
+    }
+
+    /// Dead letters, oldest first; of one consumer when `consumer` is given.
+    pub fn dead_letters(&self, consumer: Option<&str>) -> Result<Vec<DeadLetterRow>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare_cached(
+                "SELECT consumer, pos, event_id, error, attempts, at, body FROM dead_letters
+                 WHERE ?1 IS NULL OR consumer = ?1 ORDER BY id",
+            )
+            .map_err(sqlite(&self.path))?;
+        let rows = statement
+            .query_map(params![consumer], |row| {
+                let body: String = row.get(6)?;
+                Ok(DeadLetterRow {
+                    consumer: row.get(0)?,
+                    pos: row.get(1)?,
+                    event_id: row.get(2)?,
+                    error: row.get(3)?,
+                    attempts: row.get::<_, i64>(4)? as u32,
+                    at: row.get(5)?,
+                    event: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+                })
             })
             .map_err(sqlite(&self.path))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(sqlite(&self.path))
