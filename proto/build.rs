@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
-    let protos = [root.join("nightowl/v1/collector.proto")];
+    let protos = [root.join("nightowl/v1/collector.proto"), root.join("nightowl/v1/feed.proto")];
     for proto in &protos {
         println!("cargo:rerun-if-changed={}", proto.display());
     }

@@ -7,6 +7,8 @@
 //! - `config`: raw TOML → validated [`config::Config`]; errors name file and key.
 //! - `pki`: the collector's small CA (`ca init`, `ca issue`) and certificate identity.
 //! - `ingest`: the gRPC session server (TLS acceptor, limits, one task per agent session).
+//! - `feed`: the alert feed (`Feed/Subscribe`): named consumers with durable cursors,
+//!   explicit acks, redelivery, tenant scope from the operator certificate; and its client.
 //! - `offline`: agent offline detection with a reachability probe of the host.
 //! - `evaluate`: rules (file + overrides, hot reload) and per-check state machines;
 //!   measurements in, transitions out.
@@ -30,6 +32,7 @@ pub mod calendar;
 pub mod cli;
 pub mod config;
 pub mod evaluate;
+pub mod feed;
 pub mod hold;
 pub mod ingest;
 pub mod offline;

@@ -48,6 +48,30 @@ enum Command {
         #[command(subcommand)]
         command: AgentsCommand,
     },
+    /// Consumers of the alert queue: sinks and feed subscribers.
+    Sinks {
+        #[command(subcommand)]
+        command: SinksCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SinksCommand {
+    /// Every consumer with its cursor, lag, delivered and dead-lettered counts.
+    List {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Events a sink refused for good or gave up on (JSON lines).
+    DeadLetters {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Only this sink's.
+        #[arg(long)]
+        sink: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -74,17 +98,50 @@ enum CaCommand {
         #[arg(long)]
         key_out: PathBuf,
     },
+    /// Issue an operator client certificate for the alert feed (every tenant, or one
+    /// with --tenant).
+    IssueOperator {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        cert_out: PathBuf,
+        #[arg(long)]
+        key_out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
 enum AlertsCommand {
-    /// Print queued alert events as JSON lines, oldest first.
+    /// Print queued alert events as JSON lines, oldest first: from the local store, or
+    /// with --collector from the alert feed (acked as printed, under --consumer).
     Tail {
         #[arg(long)]
         config: Option<PathBuf>,
         /// Keep printing new events as they are queued.
         #[arg(long)]
         follow: bool,
+        /// Read the feed of this collector (https://host:port) instead of the local store.
+        #[arg(long, requires_all = ["ca", "cert", "key"])]
+        collector: Option<String>,
+        /// The collector's CA (feed mode).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Operator certificate and key (feed mode; `ca issue-operator`).
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Durable consumer name (feed mode): a second tail under the same name resumes
+        /// where this one stopped.
+        #[arg(long, default_value = "tail")]
+        consumer: String,
+        /// A new consumer starts with every event still queued (default: only new ones).
+        #[arg(long)]
+        earliest: bool,
     },
 }
 
@@ -121,22 +178,63 @@ fn main() -> ExitCode {
                 eprintln!("issued certificate for {tenant}/{agent}: {}", cert_out.display());
             }),
         ),
-        Command::Alerts { command: AlertsCommand::Tail { config, follow } } => match load_config(config) {
-            Ok(config) => {
+        Command::Alerts {
+            command:
+                AlertsCommand::Tail { collector: Some(url), ca, cert, key, consumer, earliest, follow, config: _ },
+        } => {
+            let target = nightowl_collector::feed::client::FeedTarget {
+                url,
+                ca: ca.unwrap_or_default(),
+                cert: cert.unwrap_or_default(),
+                key: key.unwrap_or_default(),
+                server_name: None,
+            };
+            let mut options = nightowl_collector::feed::client::SubscribeOptions::new(&consumer);
+            options.earliest = earliest;
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(error) => return report(Err(error)),
+            };
+            report(runtime.block_on(async {
                 let stop = CancellationToken::new();
-                let on_signal = stop.clone();
-                // Ctrl-C ends --follow cleanly (after the current batch is printed).
-                let _ = ctrlc_thread(move || on_signal.cancel());
-                report(nightowl_collector::cli::alerts_tail(&config.data_dir, follow, &|| {
-                    stop.is_cancelled()
-                }))
+                tokio::spawn(signal_watch(stop.clone()));
+                nightowl_collector::cli::alerts_tail_remote(&target, &options, follow, stop.cancelled_owned())
+                    .await
+            }))
+        }
+        Command::Alerts { command: AlertsCommand::Tail { config, follow, .. } } => {
+            match load_config(config) {
+                Ok(config) => {
+                    let stop = CancellationToken::new();
+                    let on_signal = stop.clone();
+                    // Ctrl-C ends --follow cleanly (after the current batch is printed).
+                    let _ = ctrlc_thread(move || on_signal.cancel());
+                    report(nightowl_collector::cli::alerts_tail(&config.data_dir, follow, &|| {
+                        stop.is_cancelled()
+                    }))
+                }
+                Err(error) => config_error(error),
             }
-            Err(error) => config_error(error),
-        },
+        }
         Command::Agents { command: AgentsCommand::List { config, json } } => match load_config(config) {
             Ok(config) => report(nightowl_collector::cli::agents_list(&config.data_dir, json)),
             Err(error) => config_error(error),
         },
+        Command::Sinks { command: SinksCommand::List { config, json } } => match load_config(config) {
+            Ok(config) => report(nightowl_collector::cli::sinks_list(&config.data_dir, json)),
+            Err(error) => config_error(error),
+        },
+        Command::Sinks { command: SinksCommand::DeadLetters { config, sink } } => match load_config(config) {
+            Ok(config) => report(nightowl_collector::cli::dead_letters(&config.data_dir, sink.as_deref())),
+            Err(error) => config_error(error),
+        },
+        Command::Ca { command: CaCommand::IssueOperator { dir, name, tenant, cert_out, key_out } } => report(
+            nightowl_collector::pki::issue_operator(&dir, &name, tenant.as_deref(), &cert_out, &key_out).map(
+                |()| {
+                    eprintln!("issued operator certificate for {name}: {}", cert_out.display());
+                },
+            ),
+        ),
     }
 }
 

@@ -248,26 +248,138 @@ pub fn issue_agent(
 ) -> Result<(), PkiError> {
     validate_id("tenant", tenant)?;
     validate_id("agent", agent)?;
+    let identity = AgentIdentity { tenant: tenant.to_owned(), agent: agent.to_owned() };
+    issue_client(dir, &identity.spiffe_uri(), agent, cert_out, key_out)
+}
+
+/// `nightowl-collector ca issue-operator --dir DIR --name N [--tenant T] ...`: a client
+/// certificate for a feed subscriber (PSA connector, paging bridge, `alerts tail`).
+/// Without a tenant it reads every tenant's events; with one, only that tenant's.
+pub fn issue_operator(
+    dir: &Path,
+    name: &str,
+    tenant: Option<&str>,
+    cert_out: &Path,
+    key_out: &Path,
+) -> Result<(), PkiError> {
+    validate_id("operator", name)?;
+    if let Some(tenant) = tenant {
+        validate_id("tenant", tenant)?;
+    }
+    let identity = OperatorIdentity { name: name.to_owned(), tenant: tenant.map(str::to_owned) };
+    issue_client(dir, &identity.spiffe_uri(), name, cert_out, key_out)
+}
+
+/// Issues a client certificate (EKU clientAuth) whose only identity is the URI SAN `uri`.
+fn issue_client(
+    dir: &Path,
+    uri: &str,
+    common_name: &str,
+    cert_out: &Path,
+    key_out: &Path,
+) -> Result<(), PkiError> {
     if cert_out == key_out {
         return Err(PkiError::SameOutput { path: cert_out.to_path_buf() });
     }
-    let identity = AgentIdentity { tenant: tenant.to_owned(), agent: agent.to_owned() };
-
     let (ca_cert_der, ca_key) = load_ca(&CaDir::new(dir))?;
     let issuer = Issuer::from_ca_cert_der(&ca_cert_der, ca_key)?;
 
-    let agent_key = KeyPair::generate()?;
+    let client_key = KeyPair::generate()?;
     let mut params = leaf_params(AGENT_VALIDITY)?;
-    params.distinguished_name.push(DnType::CommonName, agent);
-    params.subject_alt_names = vec![SanType::URI(Ia5String::try_from(identity.spiffe_uri().as_str())?)];
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    params.subject_alt_names = vec![SanType::URI(Ia5String::try_from(uri)?)];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let agent_cert = params.signed_by(&agent_key, &issuer)?;
+    let client_cert = params.signed_by(&client_key, &issuer)?;
 
     // The key's directory first, so that it is created private when both share one.
     create_parent_dir(key_out, PRIVATE_DIR_MODE)?;
     create_parent_dir(cert_out, PUBLIC_DIR_MODE)?;
-    write_file_atomic(key_out, agent_key.serialize_pem().as_bytes(), KEY_FILE_MODE)?;
-    write_file_atomic(cert_out, agent_cert.pem().as_bytes(), CERT_FILE_MODE)
+    write_file_atomic(key_out, client_key.serialize_pem().as_bytes(), KEY_FILE_MODE)?;
+    write_file_atomic(cert_out, client_cert.pem().as_bytes(), CERT_FILE_MODE)
+}
+
+/// A feed subscriber, taken ONLY from its certificate: `spiffe://nightowl/operator/<name>`
+/// (every tenant) or `spiffe://nightowl/tenant/<tenant>/operator/<name>` (one tenant).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OperatorIdentity {
+    pub name: String,
+    /// None: every tenant.
+    pub tenant: Option<String>,
+}
+
+impl OperatorIdentity {
+    /// Reads the identity of a DER leaf certificate the TLS verifier has accepted.
+    pub fn from_certificate(der: &[u8]) -> Result<Self, IdentityError> {
+        let uri = single_uri_san(der)?;
+        let (_, path) = spiffe_path(&uri)?;
+        let segments: Vec<&str> = path.split('/').collect();
+        let (tenant, name) = match segments.as_slice() {
+            ["operator", name] => (None, *name),
+            ["tenant", tenant, "operator", name] => (Some(*tenant), *name),
+            _ => return Err(IdentityError::MalformedPath { uri: uri.clone() }),
+        };
+        let invalid = |source| IdentityError::InvalidId { uri: uri.clone(), source };
+        validate_id("operator", name).map_err(invalid)?;
+        if let Some(tenant) = tenant {
+            validate_id("tenant", tenant).map_err(invalid)?;
+        }
+        Ok(Self { name: name.to_owned(), tenant: tenant.map(str::to_owned) })
+    }
+
+    pub fn spiffe_uri(&self) -> String {
+        match &self.tenant {
+            None => format!("spiffe://{TRUST_DOMAIN}/operator/{}", self.name),
+            Some(tenant) => format!("spiffe://{TRUST_DOMAIN}/tenant/{tenant}/operator/{}", self.name),
+        }
+    }
+}
+
+impl fmt::Display for OperatorIdentity {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.tenant {
+            None => write!(formatter, "operator {} (all tenants)", self.name),
+            Some(tenant) => write!(formatter, "operator {} (tenant {tenant})", self.name),
+        }
+    }
+}
+
+/// The one URI subject alternative name of a DER certificate.
+fn single_uri_san(der: &[u8]) -> Result<String, IdentityError> {
+    let (remainder, certificate) = x509_parser::parse_x509_certificate(der)
+        .map_err(|error| IdentityError::Unparsable { reason: error.to_string() })?;
+    if !remainder.is_empty() {
+        return Err(IdentityError::Unparsable {
+            reason: format!("{} bytes after the certificate", remainder.len()),
+        });
+    }
+    let san = certificate
+        .subject_alternative_name()
+        .map_err(|error| IdentityError::Unparsable { reason: error.to_string() })?;
+    let uris: Vec<&str> = san
+        .iter()
+        .flat_map(|extension| extension.value.general_names.iter())
+        .filter_map(|name| match name {
+            GeneralName::URI(uri) => Some(*uri),
+            _ => None,
+        })
+        .collect();
+    match uris.as_slice() {
+        [] => Err(IdentityError::NoUriSan),
+        [uri] => Ok((*uri).to_owned()),
+        several => Err(IdentityError::SeveralUriSans { count: several.len() }),
+    }
+}
+
+/// Splits `spiffe://nightowl/<path>` into (trust domain, path); anything else is refused.
+fn spiffe_path(uri: &str) -> Result<(&str, &str), IdentityError> {
+    let Some(after_scheme) = uri.strip_prefix("spiffe://") else {
+        return Err(IdentityError::NotSpiffe { uri: uri.to_owned() });
+    };
+    let (trust_domain, path) = after_scheme.split_once('/').unwrap_or((after_scheme, ""));
+    if trust_domain != TRUST_DOMAIN {
+        return Err(IdentityError::WrongTrustDomain { uri: uri.to_owned() });
+    }
+    Ok((trust_domain, path))
 }
 
 /// Who a peer is, taken ONLY from its certificate.
@@ -302,8 +414,9 @@ pub enum IdentityError {
     WrongTrustDomain { uri: String },
 
     #[error(
-        "peer certificate URI {uri:?} does not have the form \
-         spiffe://nightowl/tenant/<tenant>/agent/<agent>"
+        "peer certificate URI {uri:?} is not a nightowl identity of the expected kind: \
+         spiffe://nightowl/tenant/<tenant>/agent/<agent> for agents, \
+         spiffe://nightowl[/tenant/<tenant>]/operator/<name> for feed operators"
     )]
     MalformedPath { uri: String },
 
@@ -321,29 +434,7 @@ impl AgentIdentity {
     /// This does NOT verify the certificate: call it only on a leaf that the TLS verifier
     /// has accepted against `ca.pem`.
     pub fn from_certificate(der: &[u8]) -> Result<Self, IdentityError> {
-        let (remainder, certificate) = x509_parser::parse_x509_certificate(der)
-            .map_err(|error| IdentityError::Unparsable { reason: error.to_string() })?;
-        if !remainder.is_empty() {
-            return Err(IdentityError::Unparsable {
-                reason: format!("{} bytes after the certificate", remainder.len()),
-            });
-        }
-        let san = certificate
-            .subject_alternative_name()
-            .map_err(|error| IdentityError::Unparsable { reason: error.to_string() })?;
-        let uris: Vec<&str> = san
-            .iter()
-            .flat_map(|extension| extension.value.general_names.iter())
-            .filter_map(|name| match name {
-                GeneralName::URI(uri) => Some(*uri),
-                _ => None,
-            })
-            .collect();
-        match uris.as_slice() {
-            [] => Err(IdentityError::NoUriSan),
-            [uri] => Self::from_spiffe_uri(uri),
-            several => Err(IdentityError::SeveralUriSans { count: several.len() }),
-        }
+        Self::from_spiffe_uri(&single_uri_san(der)?)
     }
 
     /// `spiffe://nightowl/tenant/<tenant>/agent/<agent>`.
@@ -353,13 +444,7 @@ impl AgentIdentity {
 
     /// The inverse of [`Self::spiffe_uri`]; anything else is refused.
     fn from_spiffe_uri(uri: &str) -> Result<Self, IdentityError> {
-        let Some(after_scheme) = uri.strip_prefix("spiffe://") else {
-            return Err(IdentityError::NotSpiffe { uri: uri.to_owned() });
-        };
-        let (trust_domain, path) = after_scheme.split_once('/').unwrap_or((after_scheme, ""));
-        if trust_domain != TRUST_DOMAIN {
-            return Err(IdentityError::WrongTrustDomain { uri: uri.to_owned() });
-        }
+        let (_, path) = spiffe_path(uri)?;
         let segments: Vec<&str> = path.split('/').collect();
         let ["tenant", tenant, "agent", agent] = segments.as_slice() else {
             return Err(IdentityError::MalformedPath { uri: uri.to_owned() });

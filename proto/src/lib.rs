@@ -1,12 +1,13 @@
 //! # nightowl-proto
 //!
 //! The wire protocol between agent and collector (`nightowl.v1`), generated at build time
-//! from `proto/nightowl/v1/collector.proto`. The proto file documents the delivery
+//! from `proto/nightowl/v1/collector.proto`, and the alert feed that subscribers read
+//! (`proto/nightowl/v1/feed.proto`). The proto file documents the delivery
 //! contract (seq, Ack, replay); this crate only adds small helpers that both sides need.
 
 #![forbid(unsafe_code)]
 
-/// Generated messages and the `Collector` service (client and server).
+/// Generated messages and the `Collector` and `Feed` services (client and server).
 pub mod v1 {
     #![allow(clippy::all, clippy::pedantic, missing_docs)]
     tonic::include_proto!("nightowl.v1");

@@ -591,3 +591,31 @@ pub fn transitions(events: &[Value], fingerprint: &str) -> Vec<(String, String)>
         })
         .collect()
 }
+
+// ----- alert feed (operator certificates, feed subscriptions) -----
+
+impl Pki {
+    /// Issues an operator certificate for the alert feed (every tenant when `tenant` is
+    /// None); returns (cert, key).
+    pub fn issue_operator(&self, name: &str, tenant: Option<&str>) -> (PathBuf, PathBuf) {
+        let stem = format!("operator-{}-{name}", tenant.unwrap_or("all"));
+        let cert = self.dir.join(format!("{stem}.pem"));
+        let key = self.dir.join(format!("{stem}.key"));
+        let mut command = Command::new(collector_bin());
+        command.args(["ca", "issue-operator", "--dir"]).arg(&self.dir).args(["--name", name]);
+        if let Some(tenant) = tenant {
+            command.args(["--tenant", tenant]);
+        }
+        run_ok(command.arg("--cert-out").arg(&cert).arg("--key-out").arg(&key));
+        (cert, key)
+    }
+}
+
+/// A Nagios-style check whose exit status is read from `flag` (write "0" for OK, "2"
+/// for CRITICAL): a real process the test flips to make real alerts fire and resolve.
+pub fn flag_check(name: &str, flag: &Path) -> String {
+    format!(
+        "[[command]]\nname = \"{name}\"\ncommand = [\"/bin/sh\", \"-c\", \"read code < '{flag}'; echo \\\"flag $code\\\"; exit $code\"]\n",
+        flag = flag.display()
+    )
+}

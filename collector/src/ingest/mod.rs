@@ -221,15 +221,29 @@ impl Ingest {
         let service = CollectorServer::new(Service { shared: shared.clone() })
             .max_decoding_message_size(limits.max_message_bytes)
             .max_encoding_message_size(limits.max_message_bytes);
+        // The alert feed shares the listener (and its TLS limits); its subscribers are
+        // told apart by their operator certificates.
+        let data_dir = shared.store.path().parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+        let feed = nightowl_proto::v1::feed_server::FeedServer::new(crate::feed::FeedService::new(
+            shared.store.clone(),
+            data_dir,
+            shared.shutdown.clone(),
+            shared.sessions.clone(),
+        ))
+        .max_decoding_message_size(limits.max_message_bytes)
+        .max_encoding_message_size(limits.max_message_bytes.max(4 * 1024 * 1024));
         let stop = shared.shutdown.clone();
-        let served = tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder()
             .max_concurrent_streams(limits.max_streams_per_connection.get())
             .http2_keepalive_interval(Some(limits.keepalive_interval))
             .http2_keepalive_timeout(Some(limits.keepalive_timeout))
             .http2_max_pending_accept_reset_streams(Some(64))
             .http2_max_local_error_reset_streams(Some(1024))
-            .http2_max_header_list_size(16 * 1024)
-            .serve_with_incoming_shutdown(service, ReceiverStream::new(incoming), async move {
+            .http2_max_header_list_size(16 * 1024);
+        let served = server
+            .add_service(service)
+            .add_service(feed)
+            .serve_with_incoming_shutdown(ReceiverStream::new(incoming), async move {
                 tokio::select! {
                     () = shutdown => {},
                     () = stop.cancelled() => {},
