@@ -32,7 +32,9 @@
 //! `[[sink]]` table shared by all kinds; `runner.rs` the delivery loop.
 
 mod config;
+mod http;
 mod runner;
+pub mod webhook;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -45,7 +47,7 @@ use serde::Serialize;
 use crate::alert::AlertEvent;
 
 pub use config::validate_all;
-pub use config::{Filter, RawSink, SinkSettings, SinkSpec};
+pub use config::{BuildContext, Filter, RawSink, SinkSettings, SinkSpec};
 pub use runner::{Sinks, consumer_name, run_sink, start_all};
 
 /// A boxed future, so [`Sink`] stays object safe.

@@ -57,7 +57,7 @@ fn start(store: &Store, dir: &std::path::Path, settings: SinkSettings, sink: Arc
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
     let stats = Arc::new(SinkStats::new(&settings.name, "scripted"));
-    let spec = SinkSpec::new(settings, || Err("built by the test".into()));
+    let spec = SinkSpec::new(settings, |_| Err("built by the test".into()));
     tasks.spawn(run_sink(store.clone(), dir.to_owned(), spec, sink, stats.clone(), stop.clone()));
     Running { stop, tasks, stats }
 }
