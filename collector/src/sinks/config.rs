@@ -44,6 +44,7 @@ pub struct RawSink {
     // (String, String)>` whose error key is relative to the sub-table; add the field
     // here and one `kind(...)` line in `validate`.
     webhook: Option<super::webhook::WebhookConfig>,
+    pagerduty: Option<super::pagerduty::PagerDutyConfig>,
 }
 
 /// Puts a kind's error key under its sub-table: `url` → `sink[2].webhook.url`.
@@ -125,7 +126,7 @@ impl SinkSpec {
 }
 
 /// The kinds' sub-table names, for messages.
-const KINDS: &[&str] = &["webhook"];
+const KINDS: &[&str] = &["webhook", "pagerduty"];
 
 const DEFAULT_CONCURRENCY: usize = 4;
 const MAX_CONCURRENCY: u32 = 64;
@@ -180,6 +181,12 @@ impl RawSink {
         if let Some(raw) = self.webhook {
             kinds.push(
                 super::webhook::spec(settings.clone(), raw, base).map_err(kind_error(index, "webhook"))?,
+            );
+        }
+        if let Some(raw) = self.pagerduty {
+            kinds.push(
+                super::pagerduty::spec(settings.clone(), raw, base)
+                    .map_err(kind_error(index, "pagerduty"))?,
             );
         }
         if kinds.len() != 1 {

@@ -96,6 +96,12 @@ impl HttpUrl {
         })
     }
 
+    /// This URL with `suffix` (starting with `/`) appended to its path:
+    /// `https://events.pagerduty.com` + `/v2/enqueue`.
+    pub fn join(&self, suffix: &str) -> HttpUrl {
+        HttpUrl { path: format!("{}{suffix}", self.path.trim_end_matches('/')), ..self.clone() }
+    }
+
     pub fn is_https(&self) -> bool {
         self.https
     }

@@ -33,6 +33,7 @@
 
 mod config;
 mod http;
+pub mod pagerduty;
 mod runner;
 pub mod webhook;
 

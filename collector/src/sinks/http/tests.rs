@@ -25,8 +25,9 @@ fn urls_are_validated_and_joined() {
     let base = url("https://events.pagerduty.com");
     assert!(base.is_https());
     assert_eq!(base.port, 443);
+    assert_eq!(base.join("/v2/enqueue").to_string(), "https://events.pagerduty.com/v2/enqueue");
     let am = url("http://127.0.0.1:9093/am/");
-    assert_eq!(am.path_and_query(), "/am/");
+    assert_eq!(am.join("/api/v2/alerts").path_and_query(), "/am/api/v2/alerts");
     assert!(am.is_loopback());
     assert!(url("http://[::1]:8080/x?y=1").is_loopback());
     assert_eq!(url("http://[::1]:8080/x?y=1").path_and_query(), "/x?y=1");
