@@ -45,6 +45,7 @@ pub struct RawSink {
     // here and one `kind(...)` line in `validate`.
     webhook: Option<super::webhook::WebhookConfig>,
     pagerduty: Option<super::pagerduty::PagerDutyConfig>,
+    alertmanager: Option<super::alertmanager::AlertmanagerConfig>,
 }
 
 /// Puts a kind's error key under its sub-table: `url` → `sink[2].webhook.url`.
@@ -126,7 +127,7 @@ impl SinkSpec {
 }
 
 /// The kinds' sub-table names, for messages.
-const KINDS: &[&str] = &["webhook", "pagerduty"];
+const KINDS: &[&str] = &["webhook", "pagerduty", "alertmanager"];
 
 const DEFAULT_CONCURRENCY: usize = 4;
 const MAX_CONCURRENCY: u32 = 64;
@@ -187,6 +188,12 @@ impl RawSink {
             kinds.push(
                 super::pagerduty::spec(settings.clone(), raw, base)
                     .map_err(kind_error(index, "pagerduty"))?,
+            );
+        }
+        if let Some(raw) = self.alertmanager {
+            kinds.push(
+                super::alertmanager::spec(settings.clone(), raw, base)
+                    .map_err(kind_error(index, "alertmanager"))?,
             );
         }
         if kinds.len() != 1 {

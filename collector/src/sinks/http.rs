@@ -30,7 +30,7 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_TYPE, HOST, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
-use hyper::{Request, StatusCode, Uri};
+use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -251,23 +251,42 @@ impl HttpClient {
         headers: &[(HeaderName, HeaderValue)],
         body: Bytes,
     ) -> Result<HttpResponse, String> {
-        let exchange = self.post_once(url, headers, body);
+        self.send(Method::POST, url, headers, body).await
+    }
+
+    /// GETs `url` (tests read what a real peer stored).
+    #[cfg(test)]
+    pub async fn get(&self, url: &HttpUrl) -> Result<HttpResponse, String> {
+        self.send(Method::GET, url, &[], Bytes::new()).await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: &HttpUrl,
+        headers: &[(HeaderName, HeaderValue)],
+        body: Bytes,
+    ) -> Result<HttpResponse, String> {
+        let exchange = self.send_once(method, url, headers, body);
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(format!("{url}: no answer within {:?}", self.timeout)),
         }
     }
 
-    async fn post_once(
+    async fn send_once(
         &self,
+        method: Method,
         url: &HttpUrl,
         headers: &[(HeaderName, HeaderValue)],
         body: Bytes,
     ) -> Result<HttpResponse, String> {
-        let mut request = Request::post(url.path_and_query())
-            .header(HOST, url.authority.as_str())
-            .header(USER_AGENT, USER_AGENT_VALUE)
-            .header(CONTENT_TYPE, "application/json")
+        let mut request = Request::builder().method(method.clone()).uri(url.path_and_query());
+        request = request.header(HOST, url.authority.as_str()).header(USER_AGENT, USER_AGENT_VALUE);
+        if method == Method::POST {
+            request = request.header(CONTENT_TYPE, "application/json");
+        }
+        let mut request = request
             .body(Full::new(body))
             .map_err(|error| format!("{url}: cannot build the request: {error}"))?;
         for (name, value) in headers {

@@ -31,6 +31,7 @@
 //! comments are the user documentation) and its [`Sink`] impl; `config.rs` is the
 //! `[[sink]]` table shared by all kinds; `runner.rs` the delivery loop.
 
+pub mod alertmanager;
 mod config;
 mod http;
 pub mod pagerduty;

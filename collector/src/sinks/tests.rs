@@ -263,7 +263,7 @@ fn sink_config_is_validated() {
     let (key, message) = parse("[[sink]]\nname = \"a\"\n").unwrap_err();
     assert_eq!(key, "sink[0]", "{message}");
     assert!(message.contains("exactly one kind"), "{message}");
-    assert!(message.contains("webhook, pagerduty"), "{message}");
+    assert!(message.contains("webhook, pagerduty, alertmanager"), "{message}");
     let secret = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(secret.path(), "s3cret").unwrap();
     let two = format!(
