@@ -533,6 +533,33 @@ mod tests {
         assert_eq!(error.key, "sink[1].name", "{error}");
     }
 
+    /// The first TOML block of the README's "Sinks" section, as users copy it.
+    fn readme_sinks_example() -> String {
+        let readme = include_str!("../../../README.md");
+        let section = readme.split("\n## Sinks\n").nth(1).expect("README has a Sinks section");
+        let block = section.split("```toml\n").nth(1).expect("a toml block in it");
+        block.split("```").next().unwrap().to_owned()
+    }
+
+    #[test]
+    fn the_readme_sinks_example_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("webhook.secret"), "0123456789abcdef\n").unwrap();
+        std::fs::write(dir.path().join("pagerduty.key"), "R0UT1NGKEY0123456789abcdef012345\n").unwrap();
+        let example = readme_sinks_example();
+        let config = Config::parse(&example, "collector.toml", dir.path()).unwrap();
+        let names: Vec<&str> = config.sinks.iter().map(|sink| sink.settings.name.as_str()).collect();
+        assert_eq!(names, ["psa", "pager", "alertmanager"]);
+        let psa = &config.sinks[0].settings;
+        assert_eq!(psa.filter.tenants.len(), 2);
+        assert_eq!(psa.filter.severities.len(), 3);
+        assert_eq!(psa.give_up_after, Duration::from_secs(24 * 3600));
+        assert_eq!(config.sinks[1].settings.filter.severities.len(), 1);
+        // Its secrets are read at startup: without them the example names the key.
+        let error = Config::parse(&example, "collector.toml", Path::new("/nonexistent")).unwrap_err();
+        assert_eq!(error.key, "sink[0].webhook.secret_file", "{error}");
+    }
+
     #[test]
     fn bad_values_name_the_key() {
         let cases = [

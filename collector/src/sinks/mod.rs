@@ -28,8 +28,10 @@
 //!
 //! # Layout
 //! One folder per sink kind with its config struct (`deny_unknown_fields`; its doc
-//! comments are the user documentation) and its [`Sink`] impl; `config.rs` is the
-//! `[[sink]]` table shared by all kinds; `runner.rs` the delivery loop.
+//! comments are the user documentation) and its [`Sink`] impl: `webhook/`,
+//! `pagerduty/`, `alertmanager/`. `config.rs` is the `[[sink]]` table shared by all
+//! kinds; `runner.rs` the delivery loop; `http.rs` the HTTP kinds' client and their one
+//! mapping from HTTP outcomes to [`DeliveryError`].
 
 pub mod alertmanager;
 mod config;
