@@ -96,10 +96,14 @@ impl HttpUrl {
         })
     }
 
-    /// This URL with `suffix` (starting with `/`) appended to its path:
-    /// `https://events.pagerduty.com` + `/v2/enqueue`.
+    /// This URL with `suffix` (starting with `/`) appended to its path, unless the path
+    /// already ends with it: `https://events.pagerduty.com` + `/v2/enqueue`.
     pub fn join(&self, suffix: &str) -> HttpUrl {
-        HttpUrl { path: format!("{}{suffix}", self.path.trim_end_matches('/')), ..self.clone() }
+        let base = self.path.trim_end_matches('/');
+        if base.ends_with(suffix) {
+            return HttpUrl { path: base.to_owned(), ..self.clone() };
+        }
+        HttpUrl { path: format!("{base}{suffix}"), ..self.clone() }
     }
 
     pub fn is_https(&self) -> bool {
@@ -110,6 +114,12 @@ impl HttpUrl {
     pub fn is_loopback(&self) -> bool {
         self.host.eq_ignore_ascii_case("localhost")
             || self.host.parse::<IpAddr>().is_ok_and(|address| address.is_loopback())
+    }
+
+    /// `scheme://authority`: what logs and errors show (the path may hold a token).
+    pub fn origin(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.authority)
     }
 
     fn path_and_query(&self) -> String {
@@ -232,12 +242,12 @@ impl HttpClient {
         if !url.is_https() && !url.is_loopback() {
             tracing::warn!(
                 sink,
-                %url,
+                url = %url.origin(),
                 "plain http to a host that is not loopback: alert events and any secret in them travel unencrypted; use https"
             );
         }
         if !url.is_https() && !settings.extra_roots.is_empty() {
-            tracing::warn!(sink, %url, "ca is set but the url is plain http: it is not used");
+            tracing::warn!(sink, url = %url.origin(), "ca is set but the url is plain http: it is not used");
         }
         let tls = if url.is_https() { Some(tls_connector(&settings.extra_roots)?) } else { None };
         Ok(HttpClient { tls, timeout: settings.timeout })
@@ -267,10 +277,11 @@ impl HttpClient {
         headers: &[(HeaderName, HeaderValue)],
         body: Bytes,
     ) -> Result<HttpResponse, String> {
+        // Errors name the origin only: webhook URLs often carry a token in their path.
         let exchange = self.send_once(method, url, headers, body);
         match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(format!("{url}: no answer within {:?}", self.timeout)),
+            Ok(result) => result.map_err(|error| format!("{}: {error}", url.origin())),
+            Err(_) => Err(format!("{}: no answer within {:?}", url.origin(), self.timeout)),
         }
     }
 
@@ -286,27 +297,25 @@ impl HttpClient {
         if method == Method::POST {
             request = request.header(CONTENT_TYPE, "application/json");
         }
-        let mut request = request
-            .body(Full::new(body))
-            .map_err(|error| format!("{url}: cannot build the request: {error}"))?;
+        let mut request =
+            request.body(Full::new(body)).map_err(|error| format!("cannot build the request: {error}"))?;
         for (name, value) in headers {
             request.headers_mut().insert(name.clone(), value.clone());
         }
         let stream = TcpStream::connect((url.host.as_str(), url.port))
             .await
-            .map_err(|error| format!("{url}: connect: {error}"))?;
+            .map_err(|error| format!("connect: {error}"))?;
         let _ = stream.set_nodelay(true);
         match &self.tls {
             None => exchange(stream, request).await,
             Some(connector) => {
                 let name = ServerName::try_from(url.host.clone())
-                    .map_err(|error| format!("{url}: tls: {:?}: {error}", url.host))?;
+                    .map_err(|error| format!("tls: {:?}: {error}", url.host))?;
                 let stream =
-                    connector.connect(name, stream).await.map_err(|error| format!("{url}: tls: {error}"))?;
+                    connector.connect(name, stream).await.map_err(|error| format!("tls: {error}"))?;
                 exchange(stream, request).await
             }
         }
-        .map_err(|error| format!("{url}: {error}"))
     }
 }
 

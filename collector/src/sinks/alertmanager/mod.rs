@@ -48,6 +48,8 @@ use crate::queue::Reader;
 /// Re-send period unless `resend_interval` says otherwise (Alertmanager's own
 /// `resolve_timeout` default is 5 minutes; Prometheus re-sends every minute).
 pub const DEFAULT_RESEND_INTERVAL: Duration = Duration::from_secs(60);
+/// Below this, a typo ("60ms") would hammer Alertmanager.
+const MIN_RESEND_INTERVAL: Duration = Duration::from_millis(100);
 /// A firing alert's `endsAt` is this many re-send intervals ahead.
 const ENDS_AFTER_INTERVALS: u32 = 4;
 /// Alerts per re-send request.
@@ -67,7 +69,8 @@ pub struct AlertmanagerConfig {
     /// at each Alertmanager of a cluster with one sink each (as Prometheus does): they
     /// deduplicate notifications among themselves.
     pub url: Option<String>,
-    /// How often the alerts still firing are sent again. Default "60s". A firing
+    /// How often the alerts still firing are sent again. Default "60s", at least
+    /// "100ms". A firing
     /// alert's `endsAt` is 4 intervals ahead, so Alertmanager resolves it by itself
     /// only if nightowl stops sending for that long.
     pub resend_interval: Option<String>,
@@ -93,8 +96,8 @@ pub fn spec(
     let resend_interval = match raw.resend_interval {
         None => DEFAULT_RESEND_INTERVAL,
         Some(text) => match humantime::parse_duration(&text) {
-            Ok(duration) if !duration.is_zero() => duration,
-            Ok(_) => return Err(("resend_interval".into(), "must be longer than zero".into())),
+            Ok(duration) if duration >= MIN_RESEND_INTERVAL => duration,
+            Ok(_) => return Err(("resend_interval".into(), "must be at least 100ms".into())),
             Err(error) => {
                 return Err((
                     "resend_interval".into(),
@@ -206,14 +209,16 @@ pub fn alert(event: &AlertEvent, ends_at: jiff::Timestamp, generator_url: Option
     alert
 }
 
-impl Alertmanager {
-    /// `endsAt` of an alert that fires now.
-    fn firing_ends_at(&self, now: jiff::Timestamp) -> jiff::Timestamp {
-        let ahead = jiff::SignedDuration::try_from(self.resend_interval * ENDS_AFTER_INTERVALS)
-            .unwrap_or(jiff::SignedDuration::from_hours(24));
-        now.checked_add(ahead).unwrap_or(jiff::Timestamp::MAX)
-    }
+/// `endsAt` of an alert firing at `now`: 4 re-send intervals ahead (saturating).
+pub fn firing_ends_at(now: jiff::Timestamp, resend_interval: Duration) -> jiff::Timestamp {
+    let ahead = resend_interval
+        .checked_mul(ENDS_AFTER_INTERVALS)
+        .and_then(|ahead| jiff::SignedDuration::try_from(ahead).ok())
+        .unwrap_or(jiff::SignedDuration::MAX);
+    now.checked_add(ahead).unwrap_or(jiff::Timestamp::MAX)
+}
 
+impl Alertmanager {
     async fn post(&self, alerts: Vec<Value>) -> Result<(), DeliveryError> {
         let body = Value::Array(alerts).to_string();
         judge(self.client.post_json(&self.url, &[], Bytes::from(body)).await).map(|_| ())
@@ -225,8 +230,11 @@ impl Alertmanager {
         match event.status {
             Status::Firing => {
                 let previous = self.lock_firing().get(&event.fingerprint).cloned();
-                let mut alerts =
-                    vec![alert(event, self.firing_ends_at(jiff::Timestamp::now()), generator_url)];
+                let mut alerts = vec![alert(
+                    event,
+                    firing_ends_at(jiff::Timestamp::now(), self.resend_interval),
+                    generator_url,
+                )];
                 if let Some(previous) = previous.filter(|previous| labels(previous) != labels(event)) {
                     alerts.push(alert(&previous, jiff::Timestamp::now(), generator_url));
                 }
@@ -277,7 +285,7 @@ impl Alertmanager {
         if events.is_empty() {
             return;
         }
-        let ends_at = self.firing_ends_at(jiff::Timestamp::now());
+        let ends_at = firing_ends_at(jiff::Timestamp::now(), self.resend_interval);
         for batch in events.chunks(RESEND_BATCH) {
             let alerts =
                 batch.iter().map(|event| alert(event, ends_at, self.generator_url.as_deref())).collect();

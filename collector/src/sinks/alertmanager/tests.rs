@@ -247,6 +247,17 @@ fn config_errors_name_the_key() {
         "resend_interval"
     );
     assert_eq!(
+        key_of(AlertmanagerConfig { resend_interval: Some("60ms".into()), ..good() }),
+        "resend_interval"
+    );
+    // An absurd interval is accepted, and endsAt saturates instead of overflowing.
+    let forever = AlertmanagerConfig { resend_interval: Some("100000000years".into()), ..good() };
+    assert!(spec(testing::settings("am", 1), forever, dir.path()).is_ok());
+    let now = jiff::Timestamp::now();
+    assert_eq!(firing_ends_at(now, Duration::from_secs(60)), now + jiff::SignedDuration::from_secs(240));
+    assert_eq!(firing_ends_at(now, Duration::MAX), jiff::Timestamp::MAX);
+    assert_eq!(firing_ends_at(now, Duration::from_secs(u64::MAX / 8)), jiff::Timestamp::MAX);
+    assert_eq!(
         key_of(AlertmanagerConfig { resend_interval: Some("often".into()), ..good() }),
         "resend_interval"
     );

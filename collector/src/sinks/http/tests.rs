@@ -26,6 +26,10 @@ fn urls_are_validated_and_joined() {
     assert!(base.is_https());
     assert_eq!(base.port, 443);
     assert_eq!(base.join("/v2/enqueue").to_string(), "https://events.pagerduty.com/v2/enqueue");
+    let full = url("https://events.pagerduty.com/v2/enqueue/");
+    assert_eq!(full.join("/v2/enqueue").to_string(), "https://events.pagerduty.com/v2/enqueue");
+    let secret = url("https://hooks.example.net:8443/services/T0KEN?sig=abc");
+    assert_eq!(secret.origin(), "https://hooks.example.net:8443");
     let am = url("http://127.0.0.1:9093/am/");
     assert_eq!(am.join("/api/v2/alerts").path_and_query(), "/am/api/v2/alerts");
     assert!(am.is_loopback());
@@ -124,7 +128,8 @@ async fn transport_failures_are_retryable() {
     drop(closed);
     let error = post(&plain_client(), &format!("http://127.0.0.1:{port}/")).await.unwrap_err();
     assert!(
-        matches!(&error, DeliveryError::Retryable { reason, retry_after: None } if reason.contains("connect")),
+        matches!(&error, DeliveryError::Retryable { reason, retry_after: None }
+            if reason.starts_with(&format!("http://127.0.0.1:{port}: connect: "))),
         "{error:?}"
     );
 
