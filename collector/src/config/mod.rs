@@ -234,19 +234,49 @@ fn location(text: &str, error: &toml::de::Error) -> String {
     let line_index = text[..span.start.min(text.len())].matches('\n').count();
     let line = text.lines().nth(line_index).unwrap_or("").trim();
     let key = line.split('=').next().unwrap_or("").trim();
-    let table = text
-        .lines()
-        .take(line_index + 1)
-        .filter_map(|line| {
-            let line = line.trim();
-            line.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')).map(str::trim)
-        })
-        .last();
-    match (table, key.is_empty() || key.starts_with('[')) {
+    let table = table_at(text, line_index);
+    match (table.as_deref(), key.is_empty() || key.starts_with('[')) {
         (_, true) => format!("line {}", line_index + 1),
         (Some(table), false) => format!("line {}, key `{table}.{key}`", line_index + 1),
         (None, false) => format!("line {}, key `{key}`", line_index + 1),
     }
+}
+
+/// The table in force at line `line_index` (0-based), with array elements numbered as
+/// validation errors number them: `[[sink]]` (the first) → `sink[0]`, and its sub-table
+/// `[sink.webhook]` → `sink[0].webhook`.
+fn table_at(text: &str, line_index: usize) -> Option<String> {
+    let mut arrays: Vec<(String, usize)> = Vec::new();
+    let mut table = None;
+    for line in text.lines().take(line_index + 1) {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if let Some(name) = line.strip_prefix("[[").and_then(|rest| rest.strip_suffix("]]")) {
+            let name = name.trim();
+            let index = match arrays.iter_mut().find(|(array, _)| array == name) {
+                Some((_, count)) => {
+                    *count += 1;
+                    *count - 1
+                }
+                None => {
+                    arrays.push((name.to_owned(), 1));
+                    0
+                }
+            };
+            table = Some(format!("{name}[{index}]"));
+        } else if let Some(name) = line.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) {
+            let name = name.trim();
+            // A sub-table of an array's latest element: `[sink.webhook]` after `[[sink]]`.
+            let element = arrays
+                .iter()
+                .filter(|(array, _)| {
+                    name.strip_prefix(array.as_str()).is_some_and(|rest| rest.starts_with('.'))
+                })
+                .max_by_key(|(array, _)| array.len())
+                .map(|(array, count)| format!("{array}[{}]{}", count - 1, &name[array.len()..]));
+            table = Some(element.unwrap_or_else(|| name.to_owned()));
+        }
+    }
+    table
 }
 
 fn resolve(base: &Path, path: PathBuf) -> PathBuf {
@@ -476,6 +506,58 @@ mod tests {
         assert_eq!(error.key, "coverage.tenant.acme.timezone", "{error}");
         let error = parse("[[maintenance]]\nname = \"x\"\nbogus = 1\n").unwrap_err();
         assert!(error.to_string().contains("bogus"), "{error}");
+    }
+
+    #[test]
+    fn sink_errors_name_the_sink_and_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("webhook.secret"), "s3cret\n").unwrap();
+        let parse = |text: &str| Config::parse(text, "collector.toml", dir.path());
+        let good = "[[sink]]\nname = \"psa\"\n[sink.webhook]\nurl = \"https://psa.example.net/hook\"\n\
+                    secret_file = \"webhook.secret\"\n";
+        let config = parse(good).unwrap();
+        assert_eq!(config.sinks.len(), 1);
+        assert_eq!(config.sinks[0].settings.name, "psa");
+
+        let missing_url = "[[sink]]\nname = \"psa\"\n[sink.webhook]\nsecret_file = \"webhook.secret\"\n";
+        let error = parse(missing_url).unwrap_err();
+        assert_eq!(error.key, "sink[0].webhook.url", "{error}");
+        // The second sink's unknown key names that sink.
+        let unknown = format!(
+            "{good}[[sink]]\nname = \"other\"\n[sink.webhook]\nurl = \"https://x.example.net/\"\nsecret = \"inline\"\n"
+        );
+        let error = parse(&unknown).unwrap_err();
+        assert_eq!(error.key, "line 10, key `sink[1].webhook.secret`", "{error}");
+        assert!(error.message.contains("unknown field `secret`"), "{error}");
+        let error = parse(&format!("{good}[[sink]]\nname = \"psa\"\n[sink.webhook]\nurl = \"https://x.example.net/\"\nsecret_file = \"webhook.secret\"\n")).unwrap_err();
+        assert_eq!(error.key, "sink[1].name", "{error}");
+    }
+
+    /// The first TOML block of the README's "Sinks" section, as users copy it.
+    fn readme_sinks_example() -> String {
+        let readme = include_str!("../../../README.md");
+        let section = readme.split("\n## Sinks\n").nth(1).expect("README has a Sinks section");
+        let block = section.split("```toml\n").nth(1).expect("a toml block in it");
+        block.split("```").next().unwrap().to_owned()
+    }
+
+    #[test]
+    fn the_readme_sinks_example_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("webhook.secret"), "0123456789abcdef\n").unwrap();
+        std::fs::write(dir.path().join("pagerduty.key"), "R0UT1NGKEY0123456789abcdef012345\n").unwrap();
+        let example = readme_sinks_example();
+        let config = Config::parse(&example, "collector.toml", dir.path()).unwrap();
+        let names: Vec<&str> = config.sinks.iter().map(|sink| sink.settings.name.as_str()).collect();
+        assert_eq!(names, ["psa", "pager", "alertmanager"]);
+        let psa = &config.sinks[0].settings;
+        assert_eq!(psa.filter.tenants.len(), 2);
+        assert_eq!(psa.filter.severities.len(), 3);
+        assert_eq!(psa.give_up_after, Duration::from_secs(24 * 3600));
+        assert_eq!(config.sinks[1].settings.filter.severities.len(), 1);
+        // Its secrets are read at startup: without them the example names the key.
+        let error = Config::parse(&example, "collector.toml", Path::new("/nonexistent")).unwrap_err();
+        assert_eq!(error.key, "sink[0].webhook.secret_file", "{error}");
     }
 
     #[test]

@@ -133,6 +133,26 @@ impl Reader {
         rows.collect::<Result<Vec<_>, _>>().map_err(sqlite(&self.path))
     }
 
+    /// For every fingerprint whose latest queued event is `firing`, that event, in queue
+    /// order: the alerts still open as far as the queue knows. (Events retention deleted
+    /// are not seen; held events are not in the queue yet.) Alertmanager's sink seeds
+    /// the alerts it keeps re-sending from this after a restart.
+    pub fn latest_firing(&self) -> Result<Vec<EventRow>, StoreError> {
+        let mut statement = self
+            .connection
+            .prepare_cached(
+                "SELECT e.pos, e.body FROM events e
+                 WHERE e.status = 'firing'
+                   AND e.pos = (SELECT MAX(l.pos) FROM events l WHERE l.fingerprint = e.fingerprint)
+                 ORDER BY e.pos",
+            )
+            .map_err(sqlite(&self.path))?;
+        let rows = statement
+            .query_map([], |row| Ok(EventRow { pos: row.get(0)?, body: row.get(1)? }))
+            .map_err(sqlite(&self.path))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sqlite(&self.path))
+    }
+
     /// The queue's highest position (0: empty).
     pub fn head(&self) -> Result<i64, StoreError> {
         super::consumers::head(&self.connection, &self.path)

@@ -172,3 +172,41 @@ fn concurrent_commits_are_group_committed_and_all_acked() {
         assert!(per_agent.values().all(|&seq| seq == 25));
     });
 }
+
+#[test]
+fn latest_firing_is_the_latest_event_of_each_still_firing_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let (store, _writer) = Store::open(dir.path()).unwrap();
+        store.hello(hello_record("s1")).await.unwrap();
+        let on = |check: &str, status: Status, severity: Severity| {
+            let mut event = event(status);
+            event.check = check.into();
+            event.fingerprint = alert::fingerprint("acme", "srv-01", check, "disk_used_pct");
+            event.severity = severity;
+            event
+        };
+        let events = vec![
+            on("disk:/", Status::Firing, Severity::P2),
+            on("disk:/var", Status::Firing, Severity::P3),
+            on("disk:/", Status::Resolved, Severity::P2),
+            on("disk:/srv", Status::Firing, Severity::P3),
+            // Escalated: the latest firing event of /var is the P2 one.
+            on("disk:/var", Status::Firing, Severity::P2),
+            // Resolved, then firing again: open.
+            on("disk:/tmp", Status::Firing, Severity::P4),
+            on("disk:/tmp", Status::Resolved, Severity::P4),
+            on("disk:/tmp", Status::Firing, Severity::P4),
+        ];
+        let ids: Vec<String> = events.iter().map(|event| event.id.clone()).collect();
+        store.commit(report("s1", 1, events, vec![])).await.unwrap();
+        let reader = Reader::open(dir.path()).unwrap();
+        let open: Vec<String> = reader
+            .latest_firing()
+            .unwrap()
+            .iter()
+            .map(|row| serde_json::from_str::<AlertEvent>(&row.body).unwrap().id)
+            .collect();
+        assert_eq!(open, [ids[3].clone(), ids[4].clone(), ids[7].clone()]);
+    });
+}

@@ -15,7 +15,7 @@
 //! ```
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +43,9 @@ pub struct RawSink {
     // (`deny_unknown_fields`) and a `spec(settings, raw, base) -> Result<SinkSpec,
     // (String, String)>` whose error key is relative to the sub-table; add the field
     // here and one `kind(...)` line in `validate`.
+    webhook: Option<super::webhook::WebhookConfig>,
+    pagerduty: Option<super::pagerduty::PagerDutyConfig>,
+    alertmanager: Option<super::alertmanager::AlertmanagerConfig>,
 }
 
 /// Puts a kind's error key under its sub-table: `url` → `sink[2].webhook.url`.
@@ -77,11 +80,23 @@ pub struct SinkSettings {
     pub start: StartAt,
 }
 
+/// What building a sink may use besides its own config: the collector's runtime
+/// context, known only at startup (not when the config is validated).
+#[derive(Debug, Clone)]
+pub struct BuildContext {
+    /// The collector's data directory: a sink may read the store through its own
+    /// read-only `queue::Reader` (Alertmanager seeds its firing alerts from it).
+    pub data_dir: PathBuf,
+}
+
+/// The constructor of a validated sink.
+type Build = dyn Fn(&BuildContext) -> Result<Arc<dyn Sink>, String> + Send + Sync;
+
 /// A validated sink: settings plus the kind, ready to build.
 #[derive(Clone)]
 pub struct SinkSpec {
     pub settings: SinkSettings,
-    build: Arc<dyn Fn() -> Result<Arc<dyn Sink>, String> + Send + Sync>,
+    build: Arc<Build>,
 }
 
 impl std::fmt::Debug for SinkSpec {
@@ -100,19 +115,19 @@ impl SinkSpec {
     /// A spec from settings and a constructor (kinds validated by their own module).
     pub fn new(
         settings: SinkSettings,
-        build: impl Fn() -> Result<Arc<dyn Sink>, String> + Send + Sync + 'static,
+        build: impl Fn(&BuildContext) -> Result<Arc<dyn Sink>, String> + Send + Sync + 'static,
     ) -> Self {
         Self { settings, build: Arc::new(build) }
     }
 
     /// Builds the sink (opens clients; nothing is sent yet).
-    pub fn build(&self) -> Result<Arc<dyn Sink>, String> {
-        (self.build)()
+    pub fn build(&self, context: &BuildContext) -> Result<Arc<dyn Sink>, String> {
+        (self.build)(context)
     }
 }
 
 /// The kinds' sub-table names, for messages.
-const KINDS: &[&str] = &[];
+const KINDS: &[&str] = &["webhook", "pagerduty", "alertmanager"];
 
 const DEFAULT_CONCURRENCY: usize = 4;
 const MAX_CONCURRENCY: u32 = 64;
@@ -164,9 +179,23 @@ impl RawSink {
         };
         let mut kinds: Vec<SinkSpec> = Vec::new();
         // One line per kind:
-        // if let Some(raw) = self.webhook {
-        //     kinds.push(super::webhook::spec(settings.clone(), raw, base).map_err(kind_error(index, "webhook"))?);
-        // }
+        if let Some(raw) = self.webhook {
+            kinds.push(
+                super::webhook::spec(settings.clone(), raw, base).map_err(kind_error(index, "webhook"))?,
+            );
+        }
+        if let Some(raw) = self.pagerduty {
+            kinds.push(
+                super::pagerduty::spec(settings.clone(), raw, base)
+                    .map_err(kind_error(index, "pagerduty"))?,
+            );
+        }
+        if let Some(raw) = self.alertmanager {
+            kinds.push(
+                super::alertmanager::spec(settings.clone(), raw, base)
+                    .map_err(kind_error(index, "alertmanager"))?,
+            );
+        }
         if kinds.len() != 1 {
             return Err((
                 format!("sink[{index}]"),
@@ -177,7 +206,6 @@ impl RawSink {
                 ),
             ));
         }
-        let _ = (kind_error, base);
         Ok(kinds.remove(0))
     }
 }

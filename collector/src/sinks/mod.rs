@@ -28,11 +28,17 @@
 //!
 //! # Layout
 //! One folder per sink kind with its config struct (`deny_unknown_fields`; its doc
-//! comments are the user documentation) and its [`Sink`] impl; `config.rs` is the
-//! `[[sink]]` table shared by all kinds; `runner.rs` the delivery loop.
+//! comments are the user documentation) and its [`Sink`] impl: `webhook/`,
+//! `pagerduty/`, `alertmanager/`. `config.rs` is the `[[sink]]` table shared by all
+//! kinds; `runner.rs` the delivery loop; `http.rs` the HTTP kinds' client and their one
+//! mapping from HTTP outcomes to [`DeliveryError`].
 
+pub mod alertmanager;
 mod config;
+mod http;
+pub mod pagerduty;
 mod runner;
+pub mod webhook;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -45,7 +51,7 @@ use serde::Serialize;
 use crate::alert::AlertEvent;
 
 pub use config::validate_all;
-pub use config::{Filter, RawSink, SinkSettings, SinkSpec};
+pub use config::{BuildContext, Filter, RawSink, SinkSettings, SinkSpec};
 pub use runner::{Sinks, consumer_name, run_sink, start_all};
 
 /// A boxed future, so [`Sink`] stays object safe.

@@ -417,8 +417,9 @@ pub fn start_all(
     shutdown: &CancellationToken,
 ) -> Result<Sinks, String> {
     let mut sinks = Sinks::default();
+    let context = super::BuildContext { data_dir: data_dir.to_owned() };
     for spec in specs {
-        let sink = spec.build().map_err(|error| format!("sink {:?}: {error}", spec.settings.name))?;
+        let sink = spec.build(&context).map_err(|error| format!("sink {:?}: {error}", spec.settings.name))?;
         let stats = Arc::new(SinkStats::new(&spec.settings.name, sink.kind()));
         sinks.stats.push(stats.clone());
         tasks.spawn(run_sink(

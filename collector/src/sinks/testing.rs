@@ -68,3 +68,41 @@ pub async fn eventually<T>(what: &str, seconds: u64, mut probe: impl FnMut() -> 
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Runner settings for a test sink: every event of a fresh store (`Earliest`, so events
+/// queued before the runner registered its cursor are not missed), 60 s give-up.
+pub fn settings(name: &str, concurrency: usize) -> super::SinkSettings {
+    super::SinkSettings {
+        name: name.into(),
+        filter: super::Filter::default(),
+        concurrency,
+        give_up_after: std::time::Duration::from_secs(60),
+        start: crate::queue::StartAt::Earliest,
+    }
+}
+
+/// A sink built from its spec and run by the real runner until [`Running::stop`].
+pub struct Running {
+    stop: tokio_util::sync::CancellationToken,
+    tasks: tokio_util::task::TaskTracker,
+    pub stats: std::sync::Arc<super::SinkStats>,
+}
+
+/// Builds `spec` (as the collector does at startup) and runs it over `store`.
+pub fn run(store: &Store, data_dir: &std::path::Path, spec: super::SinkSpec) -> Running {
+    let context = super::BuildContext { data_dir: data_dir.to_owned() };
+    let sink = spec.build(&context).expect("the sink builds");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let tasks = tokio_util::task::TaskTracker::new();
+    let stats = std::sync::Arc::new(super::SinkStats::new(&spec.settings.name, sink.kind()));
+    tasks.spawn(super::run_sink(store.clone(), data_dir.to_owned(), spec, sink, stats.clone(), stop.clone()));
+    Running { stop, tasks, stats }
+}
+
+impl Running {
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}

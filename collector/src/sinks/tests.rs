@@ -57,7 +57,7 @@ fn start(store: &Store, dir: &std::path::Path, settings: SinkSettings, sink: Arc
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
     let stats = Arc::new(SinkStats::new(&settings.name, "scripted"));
-    let spec = SinkSpec::new(settings, || Err("built by the test".into()));
+    let spec = SinkSpec::new(settings, |_| Err("built by the test".into()));
     tasks.spawn(run_sink(store.clone(), dir.to_owned(), spec, sink, stats.clone(), stop.clone()));
     Running { stop, tasks, stats }
 }
@@ -263,6 +263,20 @@ fn sink_config_is_validated() {
     let (key, message) = parse("[[sink]]\nname = \"a\"\n").unwrap_err();
     assert_eq!(key, "sink[0]", "{message}");
     assert!(message.contains("exactly one kind"), "{message}");
+    assert!(message.contains("webhook, pagerduty, alertmanager"), "{message}");
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "s3cret").unwrap();
+    let two = format!(
+        "[[sink]]\nname = \"a\"\n[sink.pagerduty]\nrouting_key = \"k\"\n[sink.webhook]\nurl = \"http://127.0.0.1/\"\nsecret_file = {:?}\n",
+        secret.path()
+    );
+    let (key, message) = parse(&two).unwrap_err();
+    assert_eq!(key, "sink[0]", "{message}");
+    let (key, _) =
+        parse("[[sink]]\nname = \"a\"\n[sink.webhook]\nsecret_file = \"/nonexistent\"\n").unwrap_err();
+    assert_eq!(key, "sink[0].webhook.url");
+    let (key, _) = parse("[[sink]]\nname = \"a\"\n[sink.pagerduty]\n").unwrap_err();
+    assert_eq!(key, "sink[0].pagerduty.routing_key_file");
     let (_, message) = parse("[[sink]]\nname = \"a\"\nseverities = [\"P9\"]\n").unwrap_err();
     assert!(message.contains("P9"), "{message}");
 }
