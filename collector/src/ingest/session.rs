@@ -16,7 +16,7 @@ use super::Shared;
 use crate::evaluate::AgentEvaluator;
 use crate::offline::Presence;
 use crate::pki::AgentIdentity;
-use crate::policy::{Effective, PolicySet};
+use crate::policy::Effective;
 use crate::queue::{CommitReport, Committed, HelloRecord};
 
 /// How long a fresh session may take to say Hello.
@@ -150,7 +150,7 @@ async fn serve(
     send(outbound, CollectorMessage::ack(last_seq)).await?;
     // Always, also when empty: an agent that ran policy checks before must drop them.
     let mut policies = shared.policies.clone();
-    let effective = effective_policy(&policies.borrow_and_update(), identity, &labels);
+    let effective = policies.borrow_and_update().effective(&identity.tenant, &labels);
     let mut sent_policy = send_policy(shared, outbound, effective, None).await?;
     let mut policies_open = true;
 
@@ -168,7 +168,7 @@ async fn serve(
                     policies_open = false;
                     continue;
                 }
-                let effective = effective_policy(&policies.borrow_and_update(), identity, &labels);
+                let effective = policies.borrow_and_update().effective(&identity.tenant, &labels);
                 sent_policy = send_policy(shared, outbound, effective, Some(sent_policy)).await?;
                 continue;
             }
@@ -206,14 +206,6 @@ async fn serve(
             None => return Err(Status::invalid_argument("empty message")),
         }
     }
-}
-
-fn effective_policy(
-    policies: &PolicySet,
-    identity: &AgentIdentity,
-    labels: &std::collections::BTreeMap<String, String>,
-) -> Effective {
-    policies.effective(&identity.tenant, labels)
 }
 
 /// Sends `effective` unless the agent already has it (`sent`); returns what the agent has.
