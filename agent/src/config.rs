@@ -242,47 +242,27 @@ impl Config {
             },
         };
         raw.disk.validate().map_err(|message| error("disk", message))?;
-        let every = |key: &str, value: Option<HumanDuration>| -> Result<Duration, ConfigError> {
-            match value {
-                None => Ok(interval),
-                Some(HumanDuration(duration)) if duration >= MIN_INTERVAL => Ok(duration),
-                Some(_) => Err(error(key, "interval is too short: at least 100ms".into())),
-            }
-        };
         let mut units = vec![
             ProbeUnit {
                 key: "disk".into(),
-                interval: every("disk.interval", raw.disk.interval)?,
+                interval: unit_interval(raw.disk.interval, interval)
+                    .map_err(|message| error("disk.interval", message))?,
                 spec: ProbeSpec::Disk(raw.disk),
             },
             ProbeUnit {
                 key: "host".into(),
-                interval: every("host.interval", raw.host.interval)?,
+                interval: unit_interval(raw.host.interval, interval)
+                    .map_err(|message| error("host.interval", message))?,
                 spec: ProbeSpec::Host,
             },
         ];
-        // Each listed check: validated, unique name per family.
-        macro_rules! listed {
-            ($family:literal, $list:expr, $variant:ident) => {
-                for (index, check) in $list.into_iter().enumerate() {
-                    let key = format!("{}[{index}]", $family);
-                    check.validate().map_err(|message| error(&key, message))?;
-                    let unit_key = format!("{}:{}", $family, check.name);
-                    if units.iter().any(|unit| unit.key == unit_key) {
-                        return Err(error(
-                            &key,
-                            format!("name {:?} is used twice in [[{}]]", check.name, $family),
-                        ));
-                    }
-                    let interval = every(&format!("{key}.interval"), check.interval)?;
-                    units.push(ProbeUnit { key: unit_key, interval, spec: ProbeSpec::$variant(check) });
-                }
-            };
-        }
-        listed!("service", raw.service, Service);
-        listed!("backup", raw.backup, Backup);
-        listed!("latency", raw.latency, Latency);
-        listed!("command", raw.command, Command);
+        let listed = ListedChecks {
+            service: raw.service,
+            backup: raw.backup,
+            latency: raw.latency,
+            command: raw.command,
+        };
+        units.extend(listed.into_units(file, interval)?);
         Ok(Config {
             source: file.to_owned(),
             collector,
@@ -296,8 +276,63 @@ impl Config {
     }
 }
 
+/// A unit's sampling interval: its own `interval`, else `default` (`[agent] interval`).
+fn unit_interval(value: Option<HumanDuration>, default: Duration) -> Result<Duration, String> {
+    match value {
+        None => Ok(default),
+        Some(HumanDuration(duration)) if duration >= MIN_INTERVAL => Ok(duration),
+        Some(_) => Err("interval is too short: at least 100ms".into()),
+    }
+}
+
+/// The listed checks (`[[service]]`, `[[backup]]`, `[[latency]]`, `[[command]]`) of one
+/// document, as deserialised. The local config and a central policy (`crate::policy`)
+/// both turn theirs into units here, so a check means the same and is validated the
+/// same wherever it was written.
+#[derive(Debug, Default)]
+pub(crate) struct ListedChecks {
+    pub service: Vec<ServiceConfig>,
+    pub backup: Vec<BackupConfig>,
+    pub latency: Vec<LatencyConfig>,
+    pub command: Vec<CommandConfig>,
+}
+
+impl ListedChecks {
+    /// Validates every check (unique name per family) and makes it a unit keyed
+    /// `<family>:<name>` (which is also its check id). Errors name `file` and the
+    /// check as `<family>[<index>]`.
+    pub(crate) fn into_units(self, file: &str, interval: Duration) -> Result<Vec<ProbeUnit>, ConfigError> {
+        let error =
+            |key: &str, message: String| ConfigError { file: file.to_owned(), key: key.to_owned(), message };
+        let mut units: Vec<ProbeUnit> = Vec::new();
+        macro_rules! listed {
+            ($family:literal, $list:expr, $variant:ident) => {
+                for (index, check) in $list.into_iter().enumerate() {
+                    let key = format!("{}[{index}]", $family);
+                    check.validate().map_err(|message| error(&key, message))?;
+                    let unit_key = format!("{}:{}", $family, check.name);
+                    if units.iter().any(|unit| unit.key == unit_key) {
+                        return Err(error(
+                            &key,
+                            format!("name {:?} is used twice in [[{}]]", check.name, $family),
+                        ));
+                    }
+                    let interval = unit_interval(check.interval, interval)
+                        .map_err(|message| error(&format!("{key}.interval"), message))?;
+                    units.push(ProbeUnit { key: unit_key, interval, spec: ProbeSpec::$variant(check) });
+                }
+            };
+        }
+        listed!("service", self.service, Service);
+        listed!("backup", self.backup, Backup);
+        listed!("latency", self.latency, Latency);
+        listed!("command", self.command, Command);
+        Ok(units)
+    }
+}
+
 /// "line 3, key `agent.intervall`" for a TOML error.
-fn location(text: &str, error: &toml::de::Error) -> String {
+pub(crate) fn location(text: &str, error: &toml::de::Error) -> String {
     let Some(span) = error.span() else {
         return "(document)".into();
     };

@@ -13,6 +13,8 @@
 //!   batches results into reports, appends them to the spool; applies config reloads.
 //! - `session/`: connect, Hello, stream the spool, apply acks, reconnect with backoff.
 //! - `reload`: watches the config file and re-runs the same load + validate path.
+//! - `policy`: central policy from the collector: checked (nothing that executes),
+//!   merged with the local checks (local wins), persisted, reported as `agent:policy`.
 //!
 //! Data path: `probes` → `sampler` → `spool` → `session` → collector → Ack → `spool`
 //! deletes.
@@ -20,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod policy;
 pub mod probes;
 pub mod sampler;
 pub mod session;
@@ -31,12 +34,13 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::policy::{Policy, PolicyStatus, StatusWatch};
 use crate::probes::ProbeContext;
-use crate::sampler::Sampler;
+use crate::sampler::{Applied, Sampler};
 use crate::session::{AgentInfo, SharedSpool};
 use crate::spool::{Spool, SpoolError};
 
@@ -51,7 +55,8 @@ pub enum RunError {
 /// Runs the agent until `shutdown` resolves: every probe unit samples into the spool; the
 /// session streams the spool to the collector. With `config_path`, edits of that file
 /// are applied to the probe units without touching the session (an invalid edit is
-/// refused and the running checks stay).
+/// refused and the running checks stay). The collector's central policy is merged with
+/// the local checks (see [`policy`]); the last accepted one is kept in the state dir.
 pub async fn run(
     config: Config,
     config_path: Option<PathBuf>,
@@ -75,17 +80,32 @@ pub async fn run(
     let new_report = Arc::new(Notify::new());
     let token = CancellationToken::new();
 
+    let (policy_sender, mut policy_messages) = watch::channel(None);
     let session = tokio::spawn(session::run(
         collector,
         spool.clone(),
         AgentInfo::detect(config.labels.clone()),
         config.heartbeat,
         new_report.clone(),
+        policy_sender,
         token.clone(),
     ));
     let context = ProbeContext { state_dir: config.state_dir.clone() };
     let mut sampler = Sampler::new(context, spool, new_report, token.clone());
-    sampler.apply(&config.units);
+    let policy = match Policy::load(&config.state_dir, config.interval) {
+        Ok(Some(policy)) => {
+            tracing::info!(version = %format!("{:016x}", policy.version), policies = ?policy.names, "saved central policy loaded");
+            policy
+        }
+        Ok(None) => Policy::default(),
+        Err(error) => {
+            tracing::warn!(%error, "saved central policy not usable; running local checks until the collector sends one");
+            Policy::default()
+        }
+    };
+    let (status, status_receiver) = watch::channel(PolicyStatus::default());
+    let mut checks = Checks { policy, refused: None, status, status_unit: StatusWatch::new(status_receiver) };
+    checks.apply(&mut sampler, &config);
 
     let (reloads, mut reloaded) = tokio::sync::mpsc::channel(4);
     let _watcher = match &config_path {
@@ -103,10 +123,14 @@ pub async fn run(
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            Ok(()) = policy_messages.changed() => {
+                let Some(message) = policy_messages.borrow_and_update().clone() else { continue };
+                checks.receive(&message, &mut sampler, &current).await;
+            }
             Some(loaded) = reloaded.recv() => match loaded {
                 Ok(new_config) => {
                     reload::warn_unapplied(&current, &new_config);
-                    let applied = sampler.apply(&new_config.units);
+                    let (applied, _) = checks.apply(&mut sampler, &new_config);
                     tracing::info!(
                         started = ?applied.started,
                         restarted = ?applied.restarted,
@@ -129,6 +153,93 @@ pub async fn run(
     }
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// What the agent runs: the local config's units, the central policy's (local wins), and
+/// the `agent:policy` status unit.
+struct Checks {
+    /// The policy in force (the default, empty one when there is none).
+    policy: Policy,
+    /// The latest policy refused since `policy` was accepted.
+    refused: Option<policy::Refused>,
+    status: watch::Sender<PolicyStatus>,
+    status_unit: StatusWatch,
+}
+
+impl Checks {
+    /// Merges `config`'s units with the policy and makes that the running set; returns
+    /// what changed and what the policy contributed (`Merged::units` left empty).
+    fn apply(&self, sampler: &mut Sampler, config: &Config) -> (Applied, policy::Merged) {
+        let policy_units = self.policy.units(config.interval).unwrap_or_else(|reason| {
+            // Accepted with the same validation; only a changed default interval could
+            // matter here, and it does not make a check invalid.
+            tracing::error!(%reason, "the policy in force no longer validates; its checks stop");
+            Vec::new()
+        });
+        let mut merged = policy::merge(&config.units, &self.policy, policy_units);
+        let mut units = std::mem::take(&mut merged.units);
+        units.push(self.status_unit.unit(config.interval));
+        let status = PolicyStatus {
+            version: self.policy.version,
+            names: self.policy.names.clone(),
+            checks: merged.added.len(),
+            conflicts: merged.conflicts.len(),
+            refused: self.refused.clone(),
+        };
+        self.status.send_if_modified(|current| {
+            let changed = *current != status;
+            *current = status;
+            changed
+        });
+        (sampler.apply(&units), merged)
+    }
+
+    /// A Policy message from the collector: accepted (saved, merged, applied) or refused
+    /// (logged, reported; the running checks stay).
+    async fn receive(&mut self, message: &nightowl_proto::Policy, sampler: &mut Sampler, config: &Config) {
+        let version = format!("{:016x}", message.version);
+        if self.policy.is(message) && self.refused.is_none() {
+            tracing::debug!(%version, "policy unchanged");
+            return;
+        }
+        match Policy::accept(message, config.interval) {
+            Ok(accepted) => {
+                let state_dir = config.state_dir.clone();
+                let saving = accepted.clone();
+                match tokio::task::spawn_blocking(move || saving.save(&state_dir)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "cannot save the policy; it applies now but not after a restart without the collector")
+                    }
+                    Err(error) => tracing::error!(%error, "policy save task failed"),
+                }
+                self.policy = accepted;
+                self.refused = None;
+                let (applied, merged) = self.apply(sampler, config);
+                tracing::info!(
+                    %version,
+                    policies = ?self.policy.names,
+                    added = ?merged.added,
+                    conflicts = ?merged.conflicts,
+                    started = ?applied.started,
+                    restarted = ?applied.restarted,
+                    stopped = ?applied.stopped,
+                    "policy applied"
+                );
+            }
+            Err(refused) => {
+                tracing::warn!(
+                    %version,
+                    policies = ?message.policies,
+                    reason = %refused.reason,
+                    running = %format!("{:016x}", self.policy.version),
+                    "policy refused; the checks running stay as they are"
+                );
+                self.refused = Some(refused);
+                self.apply(sampler, config);
+            }
+        }
+    }
 }
 
 /// `nightowl-agent check`: samples every probe once and renders the results grouped by

@@ -19,6 +19,8 @@
 //!     transaction as every change to `reports`, so enforcing the bound never scans the table).
 //! - `reports(seq INTEGER PRIMARY KEY, len INTEGER, body BLOB)`: `body` is the prost-encoded
 //!   `nightowl.v1.Report` (its `seq` field equals the row's seq), `len` is `length(body)`.
+//!   The body carries the results and the checks retired since the previous report
+//!   (`retired_checks`), so a retirement is exactly as durable as a result.
 //!
 //! # Invariants
 //!
@@ -208,6 +210,18 @@ impl Spool {
     /// stores it durably, in one transaction with the `next_seq` bump, any bound-forced
     /// deletion of the oldest reports and the drop counter.
     pub fn append(&mut self, sampled_at_ms: i64, results: Vec<CheckResult>) -> Result<Appended, SpoolError> {
+        self.append_report(sampled_at_ms, results, Vec::new())
+    }
+
+    /// [`Spool::append`] with the check ids the agent stopped running (`retired_checks`):
+    /// they travel in the report body, so they are as durable as results and reach the
+    /// collector exactly when (and in the order) the report does.
+    pub fn append_report(
+        &mut self,
+        sampled_at_ms: i64,
+        results: Vec<CheckResult>,
+        retired_checks: Vec<String>,
+    ) -> Result<Appended, SpoolError> {
         let path = self.path.as_path();
         let limits = self.limits;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(path))?;
@@ -219,7 +233,7 @@ impl Spool {
         let count = meta_u64(&tx, path, "pending_count")?;
         let bytes = meta_u64(&tx, path, "pending_bytes")?;
 
-        let body = Report { seq, sampled_at_ms, results }.encode_to_vec();
+        let body = Report { seq, sampled_at_ms, results, retired_checks }.encode_to_vec();
         let len = body.len() as u64;
 
         // Drop the oldest reports until the new one fits.
@@ -537,6 +551,24 @@ mod tests {
     }
 
     #[test]
+    fn retired_checks_travel_in_the_report_and_count_towards_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), big()).unwrap();
+        spool.append(1, results(1, 1)).unwrap();
+        let retired = vec!["service:web".to_owned(), "latency:gw".to_owned()];
+        assert_eq!(spool.append_report(2, Vec::new(), retired.clone()).unwrap().seq, 2);
+        drop(spool);
+        let spool = Spool::open(dir.path(), big()).unwrap();
+        let pending = spool.pending_after(0, 10).unwrap();
+        assert!(pending[0].retired_checks.is_empty());
+        assert_eq!(pending[1].retired_checks, retired);
+        assert!(pending[1].results.is_empty());
+        let expected: u64 = pending.iter().map(|report| report.encoded_len() as u64).sum();
+        assert_eq!(spool.stats().unwrap().pending_bytes, expected);
+        spool.check_invariants();
+    }
+
+    #[test]
     fn seq_continues_after_reopen_and_is_never_reused() {
         let dir = tempfile::tempdir().unwrap();
         let mut spool = Spool::open(dir.path(), big()).unwrap();
@@ -612,7 +644,8 @@ mod tests {
     fn bound_by_bytes_drops_oldest() {
         let dir = tempfile::tempdir().unwrap();
         // Same shape and small seqs: every report encodes to the same length.
-        let one = Report { seq: 1, sampled_at_ms: 9, results: results(2, 5) }.encoded_len() as u64;
+        let one = Report { seq: 1, sampled_at_ms: 9, results: results(2, 5), retired_checks: Vec::new() }
+            .encoded_len() as u64;
         let limits = SpoolLimits { max_reports: u64::MAX, max_bytes: 2 * one + one / 2 };
         let mut spool = Spool::open(dir.path(), limits).unwrap();
         let dropped: Vec<u64> = (0..4).map(|_| spool.append(9, results(2, 5)).unwrap().dropped).collect();
@@ -849,6 +882,7 @@ mod tests {
                             seq: model.next_seq,
                             sampled_at_ms,
                             results: results(n, width),
+                            retired_checks: Vec::new(),
                         };
                         let want = model.append(limits, report);
                         prop_assert_eq!(spool.append(sampled_at_ms, results(n, width)).unwrap(), want);

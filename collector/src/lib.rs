@@ -4,7 +4,8 @@
 //! keeps each check's alert state and appends alert events to a durable queue.
 //!
 //! # Layout
-//! - `config`: raw TOML → validated [`config::Config`]; errors name file and key.
+//! - `config`: raw TOML → validated [`config::Config`]; errors name file and key;
+//!   `config::watch` reloads the rules and policy files.
 //! - `pki`: the collector's small CA (`ca init`, `ca issue`) and certificate identity.
 //! - `ingest`: the gRPC session server (TLS acceptor, limits, one task per agent session).
 //! - `feed`: the alert feed (`Feed/Subscribe`): named consumers with durable cursors,
@@ -12,6 +13,8 @@
 //! - `offline`: agent offline detection with a reachability probe of the host.
 //! - `evaluate`: rules (file + overrides, hot reload) and per-check state machines;
 //!   measurements in, transitions out.
+//! - `policy`: central policy: checks pushed to agents by tenant/label (never anything
+//!   that executes), sent by the session.
 //! - `calendar`: maintenance windows, silences and business-hours coverage (pure time logic).
 //! - `hold`: the emission policy (maintenance windows, after hours) and the releaser of
 //!   held events.
@@ -37,6 +40,7 @@ pub mod hold;
 pub mod ingest;
 pub mod offline;
 pub mod pki;
+pub mod policy;
 pub mod queue;
 pub mod sinks;
 
@@ -94,18 +98,41 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let counters = Arc::new(Counters::default());
     let (rules, rules_receiver) = tokio::sync::watch::channel(config.rules.clone());
     let _rules_watcher = match &config.rules_path {
-        Some(path) => match evaluate::watch_rules(path.clone(), rules) {
-            Ok(watcher) => Some(watcher),
-            Err(error) => {
-                tracing::warn!(%error, path = %path.display(), "cannot watch the rules file; edits need a restart");
-                None
+        Some(path) => {
+            match config::watch::watch_file(path.clone(), "rules", evaluate::RuleSet::load, rules) {
+                Ok(watcher) => Some(watcher),
+                Err(error) => {
+                    tracing::warn!(%error, path = %path.display(), "cannot watch the rules file; edits need a restart");
+                    None
+                }
             }
-        },
+        }
         None => None,
     };
-    let ingest =
-        Ingest::bind(config.listen, tls, store.clone(), rules_receiver, config.limits.clone(), counters)
-            .await?;
+    let (policies, policies_receiver) = tokio::sync::watch::channel(config.policies.clone());
+    let _policies_watcher = match &config.policies_path {
+        Some(path) => {
+            tracing::info!(policies = config.policies.policies().len(), file = %path.display(), "central policies loaded");
+            match config::watch::watch_file(path.clone(), "policies", policy::PolicySet::load, policies) {
+                Ok(watcher) => Some(watcher),
+                Err(error) => {
+                    tracing::warn!(%error, path = %path.display(), "cannot watch the policy file; edits need a restart");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let ingest = Ingest::bind(
+        config.listen,
+        tls,
+        store.clone(),
+        rules_receiver,
+        policies_receiver,
+        config.limits.clone(),
+        counters,
+    )
+    .await?;
     let addr =
         ingest.local_addr().map_err(|source| RunError::Io { path: PathBuf::from("listener"), source })?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), store = %store.path().display(), "collector listening");

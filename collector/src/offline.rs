@@ -230,11 +230,8 @@ async fn transition(
         remediation: None,
         flapping: false,
     };
-    let update = StateUpdate {
-        key: StateKey { check: CHECK.into(), rule: RULE.into() },
-        fingerprint,
-        state: state.clone(),
-    };
+    let update =
+        StateUpdate::set(StateKey { check: CHECK.into(), rule: RULE.into() }, fingerprint, state.clone());
     let committed = store
         .commit(CommitReport {
             identity: identity.clone(),

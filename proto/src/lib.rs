@@ -14,8 +14,8 @@ pub mod v1 {
 }
 
 pub use v1::{
-    AgentMessage, CheckResult, CollectorMessage, Heartbeat, Hello, ProbeStatus, Report, agent_message,
-    collector_message,
+    AgentMessage, CheckResult, CollectorMessage, Heartbeat, Hello, Policy, ProbeStatus, Report,
+    agent_message, collector_message,
 };
 
 impl AgentMessage {
@@ -33,6 +33,9 @@ impl AgentMessage {
 impl CollectorMessage {
     pub fn ack(seq: u64) -> Self {
         Self { msg: Some(collector_message::Msg::Ack(v1::Ack { seq })) }
+    }
+    pub fn policy(policy: Policy) -> Self {
+        Self { msg: Some(collector_message::Msg::Policy(policy)) }
     }
 }
 

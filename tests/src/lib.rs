@@ -619,3 +619,27 @@ pub fn flag_check(name: &str, flag: &Path) -> String {
         flag = flag.display()
     )
 }
+
+// ---------------------------------------------------------------------------------------
+// Central policy (issue 4): helpers used by `e2e_policy`.
+// ---------------------------------------------------------------------------------------
+
+/// Replaces `path` with `text` the way editors and config management do (write a
+/// temporary file beside it, rename over it), so a watcher sees one complete change.
+pub fn replace_file(path: &Path, text: &str) {
+    let temporary = path.with_extension("tmp-replace");
+    fs::write(&temporary, text).unwrap();
+    fs::rename(&temporary, path).unwrap();
+}
+
+/// The events of one agent's check, in queue order, as (status, rule, summary).
+pub fn check_events(events: &[Value], agent: &str, check: &str) -> Vec<(String, String, String)> {
+    events
+        .iter()
+        .filter(|event| event["agent"] == agent && event["check"] == check)
+        .map(|event| {
+            let text = |key: &str| event[key].as_str().unwrap_or_default().to_owned();
+            (text("status"), text("rule"), text("summary"))
+        })
+        .collect()
+}

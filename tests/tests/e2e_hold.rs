@@ -50,6 +50,8 @@ async fn session(
             Ok(Ok(Some(CollectorMessage { msg: Some(collector_message::Msg::Ack(ack)) }))) => {
                 acks.push(ack.seq)
             }
+            // Sent after the hello ack (the central policy, empty here).
+            Ok(Ok(Some(CollectorMessage { msg: Some(collector_message::Msg::Policy(_)) }))) => {}
             Ok(Ok(Some(other))) => panic!("unexpected message {other:?}"),
         }
     }
@@ -73,6 +75,7 @@ fn hello() -> AgentMessage {
 fn disk_report(seq: u64, check: &str, used_pct: f64) -> AgentMessage {
     AgentMessage::report(Report {
         seq,
+        retired_checks: Vec::new(),
         sampled_at_ms: SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64,
         results: vec![CheckResult {
             check_id: check.into(),

@@ -51,6 +51,8 @@ async fn session(
             Ok(Ok(Some(CollectorMessage { msg: Some(collector_message::Msg::Ack(ack)) }))) => {
                 acks.push(ack.seq)
             }
+            // Sent after the hello ack (the central policy, empty here).
+            Ok(Ok(Some(CollectorMessage { msg: Some(collector_message::Msg::Policy(_)) }))) => {}
             Ok(Ok(Some(other))) => panic!("unexpected message {other:?}"),
         }
     }
@@ -74,6 +76,7 @@ fn hello(tenant: &str, agent: &str) -> AgentMessage {
 fn full_disk_report(seq: u64) -> AgentMessage {
     AgentMessage::report(Report {
         seq,
+        retired_checks: Vec::new(),
         sampled_at_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
             as i64,
         results: vec![CheckResult {

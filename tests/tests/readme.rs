@@ -20,8 +20,10 @@ fn collector_example_is_valid() {
     let dir = tempfile::tempdir().unwrap();
     // The example's rules file: the embedded defaults, written where it points.
     let text = toml_block_after(&readme(), "Collector (`nightowl-collector run")
-        .replace("/etc/nightowl/rules.toml", &dir.path().join("rules.toml").display().to_string());
+        .replace("/etc/nightowl/rules.toml", &dir.path().join("rules.toml").display().to_string())
+        .replace("/etc/nightowl/policies.toml", &dir.path().join("policies.toml").display().to_string());
     std::fs::write(dir.path().join("rules.toml"), "").unwrap();
+    std::fs::write(dir.path().join("policies.toml"), "").unwrap();
     let config = nightowl_collector::config::Config::parse(&text, "README.md", Path::new("/"))
         .unwrap_or_else(|error| panic!("README collector example: {error}"));
     assert_eq!(config.offline.after.as_secs(), 30);
@@ -59,4 +61,27 @@ fn maintenance_and_coverage_example_is_valid() {
         .unwrap_or_else(|error| panic!("README maintenance example: {error}"));
     assert_eq!(config.maintenance.windows.len(), 1);
     assert!(config.coverage.default.is_some());
+}
+
+#[test]
+fn central_policy_example_is_valid_on_both_sides() {
+    let readme = readme();
+    let start = readme.find("## Central policy").unwrap();
+    let text = toml_block_after(&readme[start..], "```toml");
+    let policies = nightowl_collector::policy::PolicySet::parse(&text, "README.md")
+        .unwrap_or_else(|error| panic!("README policy example: {error}"));
+    let labels = [("role".to_owned(), "server".to_owned())].into_iter().collect();
+    let effective = policies.effective("acme", &labels);
+    assert_eq!(effective.policies, ["acme-servers"]);
+    // What the collector sends, the agent accepts.
+    let accepted =
+        nightowl_agent::policy::Policy::accept(&effective.message(), std::time::Duration::from_secs(10))
+            .unwrap_or_else(|refused| panic!("the agent refuses the README policy: {refused}"));
+    let keys: Vec<String> = accepted
+        .units(std::time::Duration::from_secs(10))
+        .unwrap()
+        .into_iter()
+        .map(|unit| unit.key)
+        .collect();
+    assert_eq!(keys, ["service:nginx", "backup:db", "latency:gateway"]);
 }

@@ -78,6 +78,8 @@ pub enum ProbeSpec {
     Backup(backup::BackupConfig),
     Latency(latency::LatencyConfig),
     Command(command::CommandConfig),
+    /// The agent's own central-policy status (`agent:policy`, see `crate::policy`).
+    Policy(crate::policy::StatusWatch),
 }
 
 impl ProbeSpec {
@@ -90,6 +92,7 @@ impl ProbeSpec {
             ProbeSpec::Backup(_) => "backup",
             ProbeSpec::Latency(_) => "latency",
             ProbeSpec::Command(_) => "command",
+            ProbeSpec::Policy(_) => crate::policy::KIND,
         }
     }
 
@@ -101,6 +104,7 @@ impl ProbeSpec {
             ProbeSpec::Backup(config) => AnyProbe::Backup(backup::BackupProbe::new(config, context)),
             ProbeSpec::Latency(config) => AnyProbe::Latency(latency::LatencyProbe::new(config, context)),
             ProbeSpec::Command(config) => AnyProbe::Command(command::CommandProbe::new(config, context)),
+            ProbeSpec::Policy(status) => AnyProbe::Policy(status.probe()),
         }
     }
 }
@@ -113,6 +117,7 @@ pub enum AnyProbe {
     Backup(backup::BackupProbe),
     Latency(latency::LatencyProbe),
     Command(command::CommandProbe),
+    Policy(crate::policy::StatusProbe),
 }
 
 impl AnyProbe {
@@ -124,6 +129,7 @@ impl AnyProbe {
             AnyProbe::Backup(probe) => probe.sample().await,
             AnyProbe::Latency(probe) => probe.sample().await,
             AnyProbe::Command(probe) => probe.sample().await,
+            AnyProbe::Policy(probe) => probe.sample().await,
         }
     }
 
@@ -135,6 +141,7 @@ impl AnyProbe {
             AnyProbe::Backup(probe) => probe.changed().await,
             AnyProbe::Latency(probe) => probe.changed().await,
             AnyProbe::Command(probe) => probe.changed().await,
+            AnyProbe::Policy(probe) => probe.changed().await,
         }
     }
 }

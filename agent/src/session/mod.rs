@@ -1,6 +1,9 @@
 //! The agent's side of the session: connect with mutual TLS, say Hello, stream spooled
 //! reports, delete what the collector acks, reconnect with backoff when anything fails.
 //!
+//! Policy messages are handed to the main loop on a watch channel (latest wins; see
+//! `crate::policy`), which checks and applies them; action requests are not run.
+//!
 //! Delivery: a report is in the spool before it is sent; it leaves the spool only when
 //! an Ack covers its seq. After a reconnect everything unacked is sent again (the
 //! collector drops what it already has). At most [`WINDOW`] reports are in flight.
@@ -11,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nightowl_proto::v1::collector_client::CollectorClient;
-use nightowl_proto::{AgentMessage, CollectorMessage, Hello, collector_message};
-use tokio::sync::{Notify, mpsc};
+use nightowl_proto::{AgentMessage, CollectorMessage, Hello, Policy, collector_message};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -95,12 +98,15 @@ impl AgentInfo {
 
 /// Keeps a session up until `shutdown`: connect, stream, and on any failure wait with
 /// backoff and start again. Never returns an error: failures are logged and retried.
+/// Every Policy the collector sends is published on `policies` (unchecked: the receiver
+/// decides).
 pub async fn run(
     collector: CollectorConfig,
     spool: SharedSpool,
     info: AgentInfo,
     heartbeat: Duration,
     new_report: Arc<Notify>,
+    policies: watch::Sender<Option<Policy>>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Backoff::default();
@@ -109,7 +115,7 @@ pub async fn run(
         let mut established = false;
         let outcome = tokio::select! {
             () = shutdown.cancelled() => return,
-            outcome = session(&collector, &spool, &info, &stream_id, heartbeat, &new_report, &shutdown, &mut established) => outcome,
+            outcome = session(&collector, &spool, &info, &stream_id, heartbeat, &new_report, &policies, &shutdown, &mut established) => outcome,
         };
         if established {
             backoff.reset();
@@ -159,6 +165,7 @@ async fn session(
     stream_id: &str,
     heartbeat: Duration,
     new_report: &Notify,
+    policies: &watch::Sender<Option<Policy>>,
     shutdown: &CancellationToken,
     established: &mut bool,
 ) -> Result<(), SessionError> {
@@ -180,8 +187,8 @@ async fn session(
 
     // The collector first tells us what it already has.
     let first = inbound.message().await?.ok_or(SessionError::Closed)?;
-    let mut acked =
-        ack_of(first).ok_or(SessionError::Protocol("the collector must answer hello with an ack"))?;
+    let mut acked = ack_of(first, policies)
+        .ok_or(SessionError::Protocol("the collector must answer hello with an ack"))?;
     *established = true;
     let deleted = with_spool(spool, move |spool| spool.ack(acked)).await?;
     tracing::info!(url = %collector.url, collector_has = acked, deleted, "session established");
@@ -209,7 +216,7 @@ async fn session(
             }
             message = inbound.message() => {
                 let message = message?.ok_or(SessionError::Closed)?;
-                let Some(seq) = ack_of(message) else { continue };
+                let Some(seq) = ack_of(message, policies) else { continue };
                 if seq > acked {
                     acked = seq;
                     with_spool(spool, move |spool| spool.ack(seq)).await?;
@@ -221,14 +228,19 @@ async fn session(
     }
 }
 
-/// The Ack in a collector message. Policy and action requests are for later agent
-/// versions: logged and ignored, and an action request is never executed here (the
-/// agent runs only actions its LOCAL config pre-authorises; see DESIGN "Identity and trust").
-fn ack_of(message: CollectorMessage) -> Option<u64> {
+/// The Ack in a collector message. A Policy is published on `policies` for the main
+/// loop. Action requests are for later agent versions: logged and ignored, and never
+/// executed here (the agent runs only actions its LOCAL config pre-authorises; see
+/// DESIGN "Identity and trust").
+fn ack_of(message: CollectorMessage, policies: &watch::Sender<Option<Policy>>) -> Option<u64> {
     match message.msg {
         Some(collector_message::Msg::Ack(ack)) => Some(ack.seq),
-        Some(collector_message::Msg::Policy(_)) => {
-            tracing::warn!("collector sent a policy; this agent version does not apply policies");
+        Some(collector_message::Msg::Policy(policy)) => {
+            tracing::debug!(version = policy.version, "policy received");
+            // No receiver only while the agent shuts down.
+            if policies.send(Some(policy)).is_err() {
+                tracing::debug!("policy received during shutdown; ignored");
+            }
             None
         }
         Some(collector_message::Msg::ActionRequest(request)) => {

@@ -9,6 +9,9 @@
 //! data_dir = "/var/lib/nightowl"
 //! # Alerting rules (see evaluate::rules); default: the embedded rules. Reloaded on change.
 //! rules = "/etc/nightowl/rules.toml"
+//! # Central policy: checks pushed to agents by tenant/label (see crate::policy);
+//! # default: none. Reloaded on change.
+//! policies = "/etc/nightowl/policies.toml"
 //!
 //! [tls]                      # default: <data_dir>/pki/{ca.pem,collector.pem,collector.key}
 //! ca = "/etc/nightowl/pki/ca.pem"
@@ -57,8 +60,11 @@ use serde::Deserialize;
 use crate::calendar::{CoverageSet, Maintenance, RawCoverageSet, RawMaintenance};
 use crate::evaluate::RuleSet;
 use crate::offline::OfflineConfig;
+use crate::policy::PolicySet;
 use crate::queue::Retention;
 use crate::sinks::{RawSink, SinkSpec};
+
+pub mod watch;
 
 /// A configuration problem, naming where it is.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +83,7 @@ struct RawConfig {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
     rules: Option<PathBuf>,
+    policies: Option<PathBuf>,
     #[serde(default)]
     tls: RawTls,
     #[serde(default)]
@@ -180,6 +187,10 @@ pub struct Config {
     pub rules_path: Option<PathBuf>,
     /// The rules in force at load: from `rules_path`, or the embedded defaults.
     pub rules: Arc<RuleSet>,
+    /// The policy file, when one is configured (watched for changes).
+    pub policies_path: Option<PathBuf>,
+    /// The central policies in force at load (none without `policies_path`).
+    pub policies: Arc<PolicySet>,
     pub offline: OfflineConfig,
     /// `[[maintenance]]`: windows during which alerts are held (`crate::hold`).
     pub maintenance: Maintenance,
@@ -385,6 +396,13 @@ impl RawConfig {
             None => RuleSet::defaults(),
             Some(path) => Arc::new(RuleSet::load(path).map_err(|rules| error("rules", rules.to_string()))?),
         };
+        let policies_path = self.policies.map(|path| resolve(base, path));
+        let policies = match &policies_path {
+            None => Arc::new(PolicySet::default()),
+            Some(path) => {
+                Arc::new(PolicySet::load(path).map_err(|policies| error("policies", policies.to_string()))?)
+            }
+        };
         // The calendar validators name the key in front of their message
         // (`maintenance[1].timezone: ...`); keep it as the error's key.
         let calendar_error = |fallback: &str, text: String| match text.split_once(": ") {
@@ -421,6 +439,8 @@ impl RawConfig {
             limits,
             rules_path,
             rules,
+            policies_path,
+            policies,
             offline,
             maintenance,
             coverage,
@@ -460,6 +480,24 @@ mod tests {
         let error = Config::parse("rules = \"rules.toml\"", "collector.toml", dir.path()).unwrap_err();
         assert_eq!(error.key, "rules");
         assert!(error.message.contains("rule full") && error.message.contains("warn (99)"), "{error}");
+    }
+
+    #[test]
+    fn a_policy_with_a_command_is_a_config_error_naming_the_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("policies.toml"),
+            "[[policy]]\nname = \"acme-servers\"\n[[policy.command]]\nname = \"x\"\ncommand = [\"/bin/true\"]\n",
+        )
+        .unwrap();
+        let error = Config::parse("policies = \"policies.toml\"", "collector.toml", dir.path()).unwrap_err();
+        assert_eq!(error.key, "policies");
+        assert!(error.message.contains("policies.toml: policy \"acme-servers\".command"), "{error}");
+        assert!(Config::embedded().policies.policies().is_empty());
+        std::fs::write(dir.path().join("policies.toml"), "[[policy]]\nname = \"ok\"\n").unwrap();
+        let config = Config::parse("policies = \"policies.toml\"", "collector.toml", dir.path()).unwrap();
+        assert_eq!(config.policies_path.as_deref(), Some(dir.path().join("policies.toml").as_path()));
+        assert_eq!(config.policies.policies()[0].name, "ok");
     }
 
     #[test]

@@ -33,12 +33,17 @@
 //!
 //! - Staleness: a check that stops reporting for 3 intervals (at least 30 s) is judged
 //!   once with `@stale = 1` by [`AgentEvaluator::tick`] (default rule `no_data`).
+//! - Retirement: a check the agent says it no longer runs (`Report.retired_checks`:
+//!   removed from its config or policy) is forgotten by [`AgentEvaluator::retire`]: every
+//!   state of it is removed ([`StateChange::Remove`], deleted in the report's
+//!   transaction), a firing one with ONE `resolved` event saying the check was removed,
+//!   and it is no longer watched for staleness. The built-in `agent` check (offline) is
+//!   not the agent's to retire.
 //!
 //! Pseudo-metrics available to rules: `@status` (the probe's verdict: 0 OK, 1 WARNING,
 //! 2 CRITICAL; absent when UNKNOWN), `@unknown` (1 when UNKNOWN, else 0) and `@stale`
 //! (1 when the check stopped reporting, else 0).
 
-mod reload;
 mod rules;
 
 use std::collections::{BTreeMap, HashMap};
@@ -50,7 +55,6 @@ use serde::{Deserialize, Serialize};
 use crate::alert::{self, AlertEvent, Status};
 use crate::pki::AgentIdentity;
 
-pub use reload::watch_rules;
 pub use rules::{Direction, Flapping, Missing, Rule, RuleSet, RulesError, Template};
 
 /// A check's alert level under one rule.
@@ -147,7 +151,22 @@ pub struct StateKey {
 pub struct StateUpdate {
     pub key: StateKey,
     pub fingerprint: String,
-    pub state: CheckState,
+    pub change: StateChange,
+}
+
+/// What happens to a state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateChange {
+    /// Insert or replace it.
+    Set(CheckState),
+    /// Forget it: the agent retired the check.
+    Remove,
+}
+
+impl StateUpdate {
+    pub fn set(key: StateKey, fingerprint: String, state: CheckState) -> Self {
+        Self { key, fingerprint, change: StateChange::Set(state) }
+    }
 }
 
 /// What one report causes.
@@ -416,7 +435,7 @@ impl AgentEvaluator {
         for (key, state) in working {
             let fingerprint =
                 alert::fingerprint(&self.identity.tenant, &self.identity.agent, &key.check, &key.rule);
-            evaluation.updates.push(StateUpdate { key, fingerprint, state });
+            evaluation.updates.push(StateUpdate::set(key, fingerprint, state));
         }
         evaluation.updates.sort_by(|a, b| a.key.cmp(&b.key));
         evaluation
@@ -425,7 +444,87 @@ impl AgentEvaluator {
     /// Makes the evaluation's updates the current state (after they are durable).
     pub fn apply(&mut self, updates: Vec<StateUpdate>) {
         for update in updates {
-            self.states.insert(update.key, update.state);
+            match update.change {
+                StateChange::Set(state) => {
+                    self.states.insert(update.key, state);
+                }
+                StateChange::Remove => {
+                    self.states.remove(&update.key);
+                }
+            }
+        }
+    }
+
+    /// The agent no longer runs `checks`: every state of them is to be removed, and each
+    /// one consumers were last told is firing gets one `resolved` event saying the check
+    /// was removed from the agent's configuration. Like [`AgentEvaluator::evaluate`] it
+    /// mutates no state (the caller commits, then applies); it does stop the staleness
+    /// watch of those checks, memory-only bookkeeping like `evaluate`'s.
+    pub fn retire(&mut self, checks: &[String], at: jiff::Timestamp, now: jiff::Timestamp) -> Evaluation {
+        let mut evaluation = Evaluation::default();
+        for check in checks {
+            if check == crate::offline::CHECK {
+                // The offline monitor's state: not a check the agent runs.
+                continue;
+            }
+            let seen = self.seen.remove(check);
+            let mut keys: Vec<StateKey> =
+                self.states.keys().filter(|key| key.check == *check).cloned().collect();
+            keys.sort();
+            for key in keys {
+                let fingerprint =
+                    alert::fingerprint(&self.identity.tenant, &self.identity.agent, &key.check, &key.rule);
+                let state = self.states[&key].clone();
+                if state.emitted.is_firing() {
+                    let kind = seen.as_ref().map_or_else(
+                        || check.split_once(':').map_or(check.as_str(), |(kind, _)| kind).to_owned(),
+                        |seen| seen.kind.clone(),
+                    );
+                    let event = self.retired_event(&kind, &key, &fingerprint, &state, at, now);
+                    evaluation.events.push(event);
+                }
+                evaluation.updates.push(StateUpdate { key, fingerprint, change: StateChange::Remove });
+            }
+        }
+        evaluation
+    }
+
+    /// The `resolved` event for a firing check the agent retired.
+    fn retired_event(
+        &mut self,
+        kind: &str,
+        key: &StateKey,
+        fingerprint: &str,
+        state: &CheckState,
+        at: jiff::Timestamp,
+        now: jiff::Timestamp,
+    ) -> AlertEvent {
+        // The rule as it applies to this check (overrides included), if it still exists.
+        let rule = self.rules_for(kind, &key.check).into_iter().find(|rule| rule.name == key.rule);
+        let level = state.emitted;
+        AlertEvent {
+            id: alert::new_event_id(),
+            fingerprint: fingerprint.to_owned(),
+            status: Status::Resolved,
+            severity: rule.as_ref().map_or(crate::alert::Severity::P3, |rule| rule.severity(level)),
+            tenant: self.identity.tenant.clone(),
+            agent: self.identity.agent.clone(),
+            check: key.check.clone(),
+            kind: kind.to_owned(),
+            rule: key.rule.clone(),
+            summary: format!(
+                "{} was removed from the agent's configuration; its alert is resolved",
+                key.check
+            ),
+            value: state.value,
+            threshold: rule.as_ref().map_or(0.0, |rule| rule.threshold(level)),
+            started_at: state.started_at.unwrap_or(at),
+            resolved_at: Some(at),
+            emitted_at: now,
+            labels: self.labels.clone(),
+            runbook: rule.and_then(|rule| rule.runbook.clone()),
+            remediation: None,
+            flapping: false,
         }
     }
 

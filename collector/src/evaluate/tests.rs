@@ -383,3 +383,81 @@ proptest::proptest! {
         }
     }
 }
+
+fn service(up: f64) -> CheckResult {
+    result("service:web", "service", "up", up)
+}
+
+#[test]
+fn a_retired_firing_check_resolves_once_and_is_forgotten() {
+    let rules = RuleSet::defaults();
+    let (mut evaluator, events) =
+        scenario(rules, &[(0, Input::Result(service(0.0))), (5, Input::Result(disk(96.0)))]);
+    assert_eq!(only(&events[0], "service down", 0), Some((F, Severity::P2)));
+    let firing = &events[0][0];
+    let down = StateKey { check: "service:web".into(), rule: "service_down".into() };
+    assert!(evaluator.state(&down).is_some());
+
+    let retired = evaluator.retire(&["service:web".to_owned()], at(10), at(11));
+    assert_eq!(retired.events.len(), 1, "{:?}", retired.events);
+    let event = &retired.events[0];
+    assert_eq!((event.status, event.severity), (R, Severity::P2));
+    assert_eq!(event.fingerprint, firing.fingerprint, "it closes the firing event");
+    assert_eq!(
+        (event.check.as_str(), event.kind.as_str(), event.rule.as_str()),
+        ("service:web", "service", "service_down")
+    );
+    assert!(event.summary.contains("removed from the agent's configuration"), "{}", event.summary);
+    assert_eq!(event.started_at, firing.started_at);
+    assert_eq!(event.resolved_at, Some(at(10)));
+    // Every state of the check goes (service_down, probe_unknown, no_data…), nothing else.
+    assert!(!retired.updates.is_empty());
+    assert!(
+        retired
+            .updates
+            .iter()
+            .all(|update| update.key.check == "service:web" && update.change == StateChange::Remove)
+    );
+    // Pure until applied.
+    assert!(evaluator.state(&down).is_some());
+    evaluator.apply(retired.updates);
+    assert!(evaluator.state(&down).is_none());
+    let disk_key = StateKey { check: "disk:/var".into(), rule: "disk_used_pct".into() };
+    assert!(evaluator.state(&disk_key).is_some(), "other checks are untouched");
+
+    // Its silence is no longer a problem: only the disk goes stale.
+    let stale = evaluator.tick(at(300));
+    assert!(stale.events.iter().all(|event| event.check == "disk:/var"), "{:?}", stale.events);
+    assert!(stale.events.iter().any(|event| event.rule == "no_data"));
+    // Retiring again is a no-op.
+    let again = evaluator.retire(&["service:web".to_owned()], at(301), at(301));
+    assert!(again.events.is_empty() && again.updates.is_empty());
+}
+
+#[test]
+fn a_retired_ok_check_is_removed_without_an_event() {
+    let (mut evaluator, events) = scenario(RuleSet::defaults(), &[(0, Input::Result(service(1.0)))]);
+    assert!(events[0].is_empty());
+    let retired =
+        evaluator.retire(&["service:web".to_owned(), "service:never-seen".to_owned()], at(5), at(5));
+    assert!(retired.events.is_empty(), "{:?}", retired.events);
+    assert!(!retired.updates.is_empty());
+    assert!(retired.updates.iter().all(|update| update.key.check == "service:web"));
+    evaluator.apply(retired.updates);
+    assert!(evaluator.tick(at(300)).events.is_empty(), "no no_data for a retired check");
+}
+
+#[test]
+fn the_agent_cannot_retire_its_offline_state() {
+    let key = StateKey { check: crate::offline::CHECK.into(), rule: crate::offline::RULE.into() };
+    let firing = CheckState { level: Level::Critical, emitted: Level::Critical, ..CheckState::ok(1.0) };
+    let mut evaluator = AgentEvaluator::new(
+        identity(),
+        BTreeMap::new(),
+        RuleSet::defaults(),
+        HashMap::from([(key.clone(), firing)]),
+    );
+    let retired = evaluator.retire(&[crate::offline::CHECK.to_owned()], at(0), at(0));
+    assert!(retired.events.is_empty() && retired.updates.is_empty());
+    assert!(evaluator.state(&key).is_some());
+}

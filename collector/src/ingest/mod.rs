@@ -31,6 +31,7 @@ use crate::config::Limits;
 use crate::evaluate::RuleSet;
 use crate::offline::{self, OfflineConfig, Presence};
 use crate::pki::AgentIdentity;
+use crate::policy::PolicySet;
 use crate::queue::{KnownAgent, Store};
 
 /// Counters for operations (exported by the metrics endpoint later). Bounded labels
@@ -44,6 +45,8 @@ pub struct Counters {
     pub reports_duplicate: AtomicU64,
     pub reports_rejected: AtomicU64,
     pub results_invalid: AtomicU64,
+    pub checks_retired: AtomicU64,
+    pub policies_sent: AtomicU64,
     pub seq_gaps: AtomicU64,
     pub events_emitted: AtomicU64,
     pub handshakes_failed: AtomicU64,
@@ -113,6 +116,7 @@ impl offline::Agents for Registry {
 pub(crate) struct Shared {
     store: Store,
     rules: tokio::sync::watch::Receiver<Arc<RuleSet>>,
+    policies: tokio::sync::watch::Receiver<Arc<PolicySet>>,
     limits: Limits,
     counters: Arc<Counters>,
     registry: Arc<Registry>,
@@ -171,6 +175,7 @@ impl Ingest {
         tls: Arc<rustls::ServerConfig>,
         store: Store,
         rules: tokio::sync::watch::Receiver<Arc<RuleSet>>,
+        policies: tokio::sync::watch::Receiver<Arc<PolicySet>>,
         limits: Limits,
         counters: Arc<Counters>,
     ) -> Result<Ingest, ServeError> {
@@ -178,6 +183,7 @@ impl Ingest {
         let shared = Arc::new(Shared {
             store,
             rules,
+            policies,
             limits,
             counters,
             registry: Arc::new(Registry::default()),

@@ -1,5 +1,6 @@
-//! One agent session: Hello → (Report → evaluate → commit → Ack)* until the agent goes,
-//! the session is superseded, or the collector shuts down.
+//! One agent session: Hello → Ack → Policy → (Report → evaluate → commit → Ack)* until
+//! the agent goes, the session is superseded, or the collector shuts down. The agent's
+//! effective central policy is sent again whenever a policy reload changes it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use nightowl_proto::{AgentMessage, CheckResult, CollectorMessage, Hello, Report, agent_message};
+use prost::Message;
 use tokio::sync::mpsc;
 use tonic::{Request, Status, Streaming};
 
@@ -14,6 +16,7 @@ use super::Shared;
 use crate::evaluate::AgentEvaluator;
 use crate::offline::Presence;
 use crate::pki::AgentIdentity;
+use crate::policy::Effective;
 use crate::queue::{CommitReport, Committed, HelloRecord};
 
 /// How long a fresh session may take to say Hello.
@@ -138,9 +141,18 @@ async fn serve(
 ) -> Result<&'static str, Status> {
     let mut last_seq = snapshot.last_seq;
     let mut rules = shared.rules.clone();
-    let mut evaluator =
-        AgentEvaluator::new(identity.clone(), labels, rules.borrow_and_update().clone(), snapshot.states);
+    let mut evaluator = AgentEvaluator::new(
+        identity.clone(),
+        labels.clone(),
+        rules.borrow_and_update().clone(),
+        snapshot.states,
+    );
     send(outbound, CollectorMessage::ack(last_seq)).await?;
+    // Always, also when empty: an agent that ran policy checks before must drop them.
+    let mut policies = shared.policies.clone();
+    let effective = policies.borrow_and_update().effective(&identity.tenant, &labels);
+    let mut sent_policy = send_policy(shared, outbound, effective, None).await?;
+    let mut policies_open = true;
 
     let mut clock = tokio::time::interval(TICK);
     clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -148,6 +160,16 @@ async fn serve(
         let message = tokio::select! {
             _ = clock.tick() => {
                 tick(shared, identity, &hello.stream_id, &mut evaluator).await?;
+                continue;
+            }
+            changed = policies.changed(), if policies_open => {
+                if changed.is_err() {
+                    // The policy file is not watched (or the collector is stopping).
+                    policies_open = false;
+                    continue;
+                }
+                let effective = policies.borrow_and_update().effective(&identity.tenant, &labels);
+                sent_policy = send_policy(shared, outbound, effective, Some(sent_policy)).await?;
                 continue;
             }
             () = token.cancelled() => {
@@ -184,6 +206,37 @@ async fn serve(
             None => return Err(Status::invalid_argument("empty message")),
         }
     }
+}
+
+/// Sends `effective` unless the agent already has it (`sent`); returns what the agent has.
+async fn send_policy(
+    shared: &Shared,
+    outbound: &Outbound,
+    effective: Effective,
+    sent: Option<Effective>,
+) -> Result<Effective, Status> {
+    if sent.as_ref() == Some(&effective) {
+        return Ok(effective);
+    }
+    let message = effective.message();
+    if message.encoded_len() + 64 > shared.limits.max_message_bytes {
+        tracing::error!(
+            bytes = message.encoded_len(),
+            max_message_bytes = shared.limits.max_message_bytes,
+            policies = ?effective.policies,
+            "policy not sent: larger than limits.max_message_bytes; the agent keeps its current policy"
+        );
+        return Ok(sent.unwrap_or_default());
+    }
+    send(outbound, CollectorMessage::policy(message)).await?;
+    shared.counters.policies_sent.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(
+        version = %format!("{:016x}", effective.version),
+        policies = ?effective.policies,
+        checks = effective.checks,
+        "policy sent"
+    );
+    Ok(effective)
 }
 
 /// Claims in Hello are optional; one that names another tenant or agent than the
@@ -272,10 +325,16 @@ async fn handle_report(
         return Ok(last_seq);
     }
     let now = jiff::Timestamp::now();
-    let results = if report.results.len() > shared.limits.max_results_per_report {
+    let too_many = report.results.len() + report.retired_checks.len() > shared.limits.max_results_per_report;
+    let results = if too_many {
         // Acked but not evaluated: refusing to ack would make the agent resend it forever.
         counters.reports_rejected.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(seq = report.seq, results = report.results.len(), "report rejected: too many results");
+        tracing::warn!(
+            seq = report.seq,
+            results = report.results.len(),
+            retired = report.retired_checks.len(),
+            "report rejected: too many results"
+        );
         Vec::new()
     } else {
         let (valid, invalid): (Vec<CheckResult>, Vec<CheckResult>) =
@@ -290,8 +349,34 @@ async fn handle_report(
         }
         valid
     };
+    let retired: Vec<String> = if too_many {
+        Vec::new()
+    } else {
+        // A check both reported and retired in one report is running: keep it.
+        let (valid, invalid): (Vec<String>, Vec<String>) = report
+            .retired_checks
+            .into_iter()
+            .filter(|id| !results.iter().any(|result| result.check_id == *id))
+            .partition(|id| !id.is_empty() && id.len() <= MAX_ID_BYTES && !id.contains('\0'));
+        if !invalid.is_empty() {
+            counters.results_invalid.fetch_add(invalid.len() as u64, Ordering::Relaxed);
+            tracing::warn!(
+                seq = report.seq,
+                invalid = invalid.len(),
+                "retired check ids dropped: out of bounds"
+            );
+        }
+        valid
+    };
     let at = sample_time(report.sampled_at_ms, now);
-    let evaluation = evaluator.evaluate(&results, at, now);
+    let mut evaluation = evaluator.evaluate(&results, at, now);
+    if !retired.is_empty() {
+        let retirement = evaluator.retire(&retired, at, now);
+        tracing::info!(seq = report.seq, checks = ?retired, resolved = retirement.events.len(), "checks retired by the agent");
+        counters.checks_retired.fetch_add(retired.len() as u64, Ordering::Relaxed);
+        evaluation.events.extend(retirement.events);
+        evaluation.updates.extend(retirement.updates);
+    }
     if evaluation.invalid_values > 0 {
         counters.results_invalid.fetch_add(evaluation.invalid_values, Ordering::Relaxed);
     }

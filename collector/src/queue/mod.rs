@@ -21,8 +21,8 @@
 //!   `events` in one transaction ([`Store::release_due`], `held.rs`).
 //!
 //! # Invariants
-//! 1. A report's events, its state changes and its `last_seq` are committed in ONE
-//!    transaction ([`CommitReport`]). So either all of a report's effects are durable
+//! 1. A report's events, its state changes (set or removed: a check the agent retired)
+//!    and its `last_seq` are committed in ONE transaction ([`CommitReport`]). So either all of a report's effects are durable
 //!    (and a replay of it is recognised by `last_seq` and dropped) or none are (and the
 //!    replay evaluates again from the same state, producing the same transitions).
 //! 2. The collector acks a seq only after that transaction committed.
@@ -46,7 +46,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::alert::AlertEvent;
-use crate::evaluate::{CheckState, Level, StateKey, StateUpdate};
+use crate::evaluate::{CheckState, Level, StateChange, StateKey, StateUpdate};
 use crate::hold::{Decision, Policy};
 use crate::pki::AgentIdentity;
 
@@ -612,6 +612,19 @@ fn commit(
         }
     }
     for update in &report.updates {
+        let state = match &update.change {
+            StateChange::Set(state) => state,
+            StateChange::Remove => {
+                tx.prepare_cached(
+                    "DELETE FROM check_states WHERE tenant = ?1 AND agent = ?2 AND check_id = ?3 AND rule = ?4",
+                )
+                .and_then(|mut statement| {
+                    statement.execute(params![tenant, agent, update.key.check, update.key.rule])
+                })
+                .map_err(sqlite(path))?;
+                continue;
+            }
+        };
         tx.prepare_cached(
             "INSERT INTO check_states (tenant, agent, check_id, rule, fingerprint, level, started_at, value, updated_at, machine)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
@@ -627,11 +640,11 @@ fn commit(
                 update.key.rule,
                 update.fingerprint,
                 // What consumers were told: `agents list` counts these as open alerts.
-                update.state.emitted.as_str(),
-                update.state.started_at.map(|started| started.to_string()),
-                update.state.value,
+                state.emitted.as_str(),
+                state.started_at.map(|started| started.to_string()),
+                state.value,
                 at,
-                machine_json(&update.state)
+                machine_json(state)
             ])
         })
         .map_err(sqlite(path))?;

@@ -51,16 +51,16 @@ fn event(status: Status) -> AlertEvent {
 }
 
 fn firing_update() -> StateUpdate {
-    StateUpdate {
-        key: StateKey { check: "disk:/var".into(), rule: "disk_used_pct".into() },
-        fingerprint: alert::fingerprint("acme", "srv-01", "disk:/var", "disk_used_pct"),
-        state: CheckState {
+    StateUpdate::set(
+        StateKey { check: "disk:/var".into(), rule: "disk_used_pct".into() },
+        alert::fingerprint("acme", "srv-01", "disk:/var", "disk_used_pct"),
+        CheckState {
             level: Level::Critical,
             emitted: Level::Critical,
             started_at: Some(now()),
             ..CheckState::ok(96.0)
         },
-    }
+    )
 }
 
 fn report(stream_id: &str, seq: u64, events: Vec<AlertEvent>, updates: Vec<StateUpdate>) -> CommitReport {
@@ -208,5 +208,26 @@ fn latest_firing_is_the_latest_event_of_each_still_firing_fingerprint() {
             .map(|row| serde_json::from_str::<AlertEvent>(&row.body).unwrap().id)
             .collect();
         assert_eq!(open, [ids[3].clone(), ids[4].clone(), ids[7].clone()]);
+    });
+}
+
+#[test]
+fn a_removed_state_is_deleted_with_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let (store, _writer) = Store::open(dir.path()).unwrap();
+        store.hello(hello_record("s1")).await.unwrap();
+        store.commit(report("s1", 1, vec![event(Status::Firing)], vec![firing_update()])).await.unwrap();
+        let update = firing_update();
+        let remove = StateUpdate { change: crate::evaluate::StateChange::Remove, ..update };
+        let applied =
+            store.commit(report("s1", 2, vec![event(Status::Resolved)], vec![remove])).await.unwrap();
+        assert_eq!(applied, Committed::Applied { gap: 0 });
+        let snapshot = store.hello(hello_record("s1")).await.unwrap();
+        assert!(snapshot.states.is_empty(), "{:?}", snapshot.states);
+        assert_eq!(snapshot.last_seq, 2);
+        let reader = Reader::open(dir.path()).unwrap();
+        assert_eq!(reader.events_after(0, 100).unwrap().len(), 2);
+        assert_eq!(reader.agents().unwrap()[0].open_alerts, 0);
     });
 }

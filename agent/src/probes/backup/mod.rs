@@ -221,6 +221,24 @@ pub struct BackupConfig {
 }
 
 impl BackupConfig {
+    /// The keys set in this entry that make the agent start a program (restic, borg,
+    /// `command`). A central policy may carry none of them (`crate::policy`): the agent
+    /// runs programs only from its local config.
+    pub fn program_keys(&self) -> Vec<&'static str> {
+        let keys = [
+            ("restic_repo", self.restic_repo.is_some()),
+            ("restic_password_file", self.restic_password_file.is_some()),
+            ("restic_binary", self.restic_binary.is_some()),
+            ("restic_args", !self.restic_args.is_empty()),
+            ("borg_repo", self.borg_repo.is_some()),
+            ("borg_passphrase_file", self.borg_passphrase_file.is_some()),
+            ("borg_binary", self.borg_binary.is_some()),
+            ("borg_args", !self.borg_args.is_empty()),
+            ("command", self.command.is_some()),
+        ];
+        keys.iter().filter(|(_, set)| *set).map(|(key, _)| *key).collect()
+    }
+
     /// Checks the config; the error names the key, e.g. `failure: invalid regex …`.
     pub fn validate(&self) -> Result<(), String> {
         super::validate_name(&self.name)?;
