@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 required="mount:mount umount:mount mountpoint:util-linux kill:procps pgrep:procps ip:iproute2 tc:iproute2
   python3:python3 restic:restic borg:borgbackup
   /usr/lib/nagios/plugins/check_tcp:monitoring-plugins-basic
-  x86_64-w64-mingw32-gcc:gcc-mingw-w64-x86-64 openssl:openssl"
+  x86_64-w64-mingw32-gcc:gcc-mingw-w64-x86-64 openssl:openssl
+  /usr/sbin/nats-server:nats-server"
 missing=()
 for pair in $required; do
   tool=${pair%%:*}

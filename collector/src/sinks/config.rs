@@ -39,6 +39,7 @@ pub struct RawSink {
     concurrency: Option<u32>,
     give_up_after: Option<String>,
     start: Option<String>,
+    nats: Option<super::nats::NatsConfig>,
     // The kinds: exactly one sub-table is set. Each kind's module owns its config struct
     // (`deny_unknown_fields`) and a `spec(settings, raw, base) -> Result<SinkSpec,
     // (String, String)>` whose error key is relative to the sub-table; add the field
@@ -112,7 +113,7 @@ impl SinkSpec {
 }
 
 /// The kinds' sub-table names, for messages.
-const KINDS: &[&str] = &[];
+const KINDS: &[&str] = &["nats"];
 
 const DEFAULT_CONCURRENCY: usize = 4;
 const MAX_CONCURRENCY: u32 = 64;
@@ -167,6 +168,9 @@ impl RawSink {
         // if let Some(raw) = self.webhook {
         //     kinds.push(super::webhook::spec(settings.clone(), raw, base).map_err(kind_error(index, "webhook"))?);
         // }
+        if let Some(raw) = self.nats {
+            kinds.push(super::nats::spec(settings.clone(), raw, base).map_err(kind_error(index, "nats"))?);
+        }
         if kinds.len() != 1 {
             return Err((
                 format!("sink[{index}]"),
@@ -177,7 +181,6 @@ impl RawSink {
                 ),
             ));
         }
-        let _ = (kind_error, base);
         Ok(kinds.remove(0))
     }
 }
