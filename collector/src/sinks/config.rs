@@ -39,6 +39,7 @@ pub struct RawSink {
     concurrency: Option<u32>,
     give_up_after: Option<String>,
     start: Option<String>,
+    email: Option<super::email::EmailConfig>,
     nats: Option<super::nats::NatsConfig>,
     // The kinds: exactly one sub-table is set. Each kind's module owns its config struct
     // (`deny_unknown_fields`) and a `spec(settings, raw, base) -> Result<SinkSpec,
@@ -113,7 +114,7 @@ impl SinkSpec {
 }
 
 /// The kinds' sub-table names, for messages.
-const KINDS: &[&str] = &["nats"];
+const KINDS: &[&str] = &["email", "nats"];
 
 const DEFAULT_CONCURRENCY: usize = 4;
 const MAX_CONCURRENCY: u32 = 64;
@@ -168,6 +169,9 @@ impl RawSink {
         // if let Some(raw) = self.webhook {
         //     kinds.push(super::webhook::spec(settings.clone(), raw, base).map_err(kind_error(index, "webhook"))?);
         // }
+        if let Some(raw) = self.email {
+            kinds.push(super::email::spec(settings.clone(), raw, base).map_err(kind_error(index, "email"))?);
+        }
         if let Some(raw) = self.nats {
             kinds.push(super::nats::spec(settings.clone(), raw, base).map_err(kind_error(index, "nats"))?);
         }

@@ -32,6 +32,7 @@
 //! `[[sink]]` table shared by all kinds; `runner.rs` the delivery loop.
 
 mod config;
+mod email;
 mod nats;
 mod runner;
 
