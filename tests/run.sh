@@ -11,7 +11,8 @@ required="mount:mount umount:mount mountpoint:util-linux kill:procps pgrep:procp
   python3:python3 restic:restic borg:borgbackup
   /usr/lib/nagios/plugins/check_tcp:monitoring-plugins-basic
   x86_64-w64-mingw32-gcc:gcc-mingw-w64-x86-64 openssl:openssl
-  prometheus-alertmanager:prometheus-alertmanager"
+  prometheus-alertmanager:prometheus-alertmanager
+  /usr/sbin/nats-server:nats-server"
 missing=()
 for pair in $required; do
   tool=${pair%%:*}

@@ -39,6 +39,8 @@ pub struct RawSink {
     concurrency: Option<u32>,
     give_up_after: Option<String>,
     start: Option<String>,
+    email: Option<super::email::EmailConfig>,
+    nats: Option<super::nats::NatsConfig>,
     // The kinds: exactly one sub-table is set. Each kind's module owns its config struct
     // (`deny_unknown_fields`) and a `spec(settings, raw, base) -> Result<SinkSpec,
     // (String, String)>` whose error key is relative to the sub-table; add the field
@@ -127,7 +129,7 @@ impl SinkSpec {
 }
 
 /// The kinds' sub-table names, for messages.
-const KINDS: &[&str] = &["webhook", "pagerduty", "alertmanager"];
+const KINDS: &[&str] = &["webhook", "pagerduty", "alertmanager", "email", "nats"];
 
 const DEFAULT_CONCURRENCY: usize = 4;
 const MAX_CONCURRENCY: u32 = 64;
@@ -195,6 +197,12 @@ impl RawSink {
                 super::alertmanager::spec(settings.clone(), raw, base)
                     .map_err(kind_error(index, "alertmanager"))?,
             );
+        }
+        if let Some(raw) = self.email {
+            kinds.push(super::email::spec(settings.clone(), raw, base).map_err(kind_error(index, "email"))?);
+        }
+        if let Some(raw) = self.nats {
+            kinds.push(super::nats::spec(settings.clone(), raw, base).map_err(kind_error(index, "nats"))?);
         }
         if kinds.len() != 1 {
             return Err((

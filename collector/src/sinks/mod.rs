@@ -35,7 +35,9 @@
 
 pub mod alertmanager;
 mod config;
+mod email;
 mod http;
+mod nats;
 pub mod pagerduty;
 mod runner;
 pub mod webhook;
