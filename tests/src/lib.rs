@@ -11,6 +11,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod drill;
+
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -274,6 +276,16 @@ impl Collector {
 
     pub fn log_text(&self) -> String {
         fs::read_to_string(self.dir.join("collector.log")).unwrap_or_default()
+    }
+
+    /// The running collector's process id (None when stopped).
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Daemon::pid)
+    }
+
+    /// Whether the collector process is still running (false once it exited or was stopped).
+    pub fn is_running(&mut self) -> bool {
+        self.daemon.as_mut().is_some_and(Daemon::is_running)
     }
 
     /// Every queued event, via `alerts tail` (works while the collector runs).

@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
 pub use server::{TlsSetupError, server_tls_config};
+pub use session::{ValidatedReport, sample_time, validate_report};
 
 use crate::config::Limits;
 use crate::evaluate::RuleSet;
@@ -44,6 +45,8 @@ pub struct Counters {
     pub reports_applied: AtomicU64,
     pub reports_duplicate: AtomicU64,
     pub reports_rejected: AtomicU64,
+    /// Messages the codec refused: oversized or not protobuf (the session ends).
+    pub messages_undecodable: AtomicU64,
     pub results_invalid: AtomicU64,
     pub checks_retired: AtomicU64,
     pub policies_sent: AtomicU64,
@@ -51,6 +54,31 @@ pub struct Counters {
     pub events_emitted: AtomicU64,
     pub handshakes_failed: AtomicU64,
     pub connections_refused_limit: AtomicU64,
+}
+
+impl Counters {
+    /// Logs every counter on one line (`ingest counters`), e.g. at shutdown: the figures
+    /// operators and the drills (`deploy/drills/`) read until a metrics endpoint exists.
+    pub fn log(&self) {
+        let get = |counter: &AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            sessions_started = get(&self.sessions_started),
+            sessions_ended = get(&self.sessions_ended),
+            sessions_refused = get(&self.sessions_refused),
+            reports_applied = get(&self.reports_applied),
+            reports_duplicate = get(&self.reports_duplicate),
+            reports_rejected = get(&self.reports_rejected),
+            messages_undecodable = get(&self.messages_undecodable),
+            results_invalid = get(&self.results_invalid),
+            checks_retired = get(&self.checks_retired),
+            policies_sent = get(&self.policies_sent),
+            seq_gaps = get(&self.seq_gaps),
+            events_emitted = get(&self.events_emitted),
+            handshakes_failed = get(&self.handshakes_failed),
+            connections_refused_limit = get(&self.connections_refused_limit),
+            "ingest counters"
+        );
+    }
 }
 
 /// Per-agent session slot: the lock a session holds while it runs and the token that
@@ -263,6 +291,7 @@ impl Ingest {
         shared.sessions.wait().await;
         let _ = accept.await;
         let _ = monitor.await;
+        shared.counters.log();
         served.map_err(ServeError::from)
     }
 }

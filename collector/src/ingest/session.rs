@@ -73,7 +73,10 @@ async fn session(
 ) -> Result<&'static str, Status> {
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
         Err(_) => return Err(Status::deadline_exceeded("no hello within 10s")),
-        Ok(Err(status)) => return Err(status),
+        Ok(Err(status)) => {
+            count_undecodable(shared, &status);
+            return Err(status);
+        }
         Ok(Ok(None)) => return Ok("agent closed before hello"),
         Ok(Ok(Some(AgentMessage { msg: Some(agent_message::Msg::Hello(hello)) }))) => hello,
         Ok(Ok(Some(_))) => return Err(Status::invalid_argument("the first message must be hello")),
@@ -184,6 +187,9 @@ async fn serve(
         let message = match message {
             Err(_) => return Err(Status::deadline_exceeded("idle timeout: no report or heartbeat")),
             Ok(Err(status)) => {
+                if count_undecodable(shared, &status) {
+                    return Ok("undecodable message");
+                }
                 tracing::debug!(code = ?status.code(), message = status.message(), "inbound stream error");
                 return Ok("stream error");
             }
@@ -206,6 +212,19 @@ async fn serve(
             None => return Err(Status::invalid_argument("empty message")),
         }
     }
+}
+
+/// A message the codec could not take: larger than `limits.max_message_bytes`
+/// (OutOfRange) or not protobuf (Internal, from prost's decode error). Counted and
+/// logged (it ends the session: the stream is unusable after a bad frame); returns
+/// whether `status` was one.
+fn count_undecodable(shared: &Shared, status: &Status) -> bool {
+    if !matches!(status.code(), tonic::Code::OutOfRange | tonic::Code::Internal) {
+        return false;
+    }
+    shared.counters.messages_undecodable.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(code = ?status.code(), message = %truncate(status.message(), 200), "message refused: oversized or malformed; session ended");
+    true
 }
 
 /// Sends `effective` unless the agent already has it (`sent`); returns what the agent has.
@@ -325,54 +344,38 @@ async fn handle_report(
         return Ok(last_seq);
     }
     let now = jiff::Timestamp::now();
-    let too_many = report.results.len() + report.retired_checks.len() > shared.limits.max_results_per_report;
-    let results = if too_many {
+    let seq = report.seq;
+    let sampled_at_ms = report.sampled_at_ms;
+    let (results_sent, retired_sent) = (report.results.len(), report.retired_checks.len());
+    let ValidatedReport { results, retired, rejected, invalid_results, invalid_retired } =
+        validate_report(report, shared.limits.max_results_per_report);
+    if rejected {
         // Acked but not evaluated: refusing to ack would make the agent resend it forever.
         counters.reports_rejected.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
-            seq = report.seq,
-            results = report.results.len(),
-            retired = report.retired_checks.len(),
+            seq,
+            results = results_sent,
+            retired = retired_sent,
             "report rejected: too many results"
         );
-        Vec::new()
-    } else {
-        let (valid, invalid): (Vec<CheckResult>, Vec<CheckResult>) =
-            report.results.into_iter().partition(result_is_valid);
-        if !invalid.is_empty() {
-            counters.results_invalid.fetch_add(invalid.len() as u64, Ordering::Relaxed);
-            tracing::warn!(
-                seq = report.seq,
-                invalid = invalid.len(),
-                "results dropped: ids, metrics or message out of bounds"
-            );
-        }
-        valid
-    };
-    let retired: Vec<String> = if too_many {
-        Vec::new()
-    } else {
-        // A check both reported and retired in one report is running: keep it.
-        let (valid, invalid): (Vec<String>, Vec<String>) = report
-            .retired_checks
-            .into_iter()
-            .filter(|id| !results.iter().any(|result| result.check_id == *id))
-            .partition(|id| !id.is_empty() && id.len() <= MAX_ID_BYTES && !id.contains('\0'));
-        if !invalid.is_empty() {
-            counters.results_invalid.fetch_add(invalid.len() as u64, Ordering::Relaxed);
-            tracing::warn!(
-                seq = report.seq,
-                invalid = invalid.len(),
-                "retired check ids dropped: out of bounds"
-            );
-        }
-        valid
-    };
-    let at = sample_time(report.sampled_at_ms, now);
+    }
+    if invalid_results > 0 {
+        counters.results_invalid.fetch_add(invalid_results, Ordering::Relaxed);
+        tracing::warn!(
+            seq,
+            invalid = invalid_results,
+            "results dropped: ids, metrics or message out of bounds"
+        );
+    }
+    if invalid_retired > 0 {
+        counters.results_invalid.fetch_add(invalid_retired, Ordering::Relaxed);
+        tracing::warn!(seq, invalid = invalid_retired, "retired check ids dropped: out of bounds");
+    }
+    let at = sample_time(sampled_at_ms, now);
     let mut evaluation = evaluator.evaluate(&results, at, now);
     if !retired.is_empty() {
         let retirement = evaluator.retire(&retired, at, now);
-        tracing::info!(seq = report.seq, checks = ?retired, resolved = retirement.events.len(), "checks retired by the agent");
+        tracing::info!(seq = seq, checks = ?retired, resolved = retirement.events.len(), "checks retired by the agent");
         counters.checks_retired.fetch_add(retired.len() as u64, Ordering::Relaxed);
         evaluation.events.extend(retirement.events);
         evaluation.updates.extend(retirement.updates);
@@ -385,14 +388,14 @@ async fn handle_report(
         .commit(CommitReport {
             identity: identity.clone(),
             stream_id: Some(stream_id.to_owned()),
-            seq: Some(report.seq),
+            seq: Some(seq),
             events: evaluation.events.clone(),
             updates: evaluation.updates.clone(),
             at: now,
         })
         .await
         .map_err(|error| {
-            tracing::error!(%error, seq = report.seq, "report not committed; not acked");
+            tracing::error!(%error, seq = seq, "report not committed; not acked");
             Status::unavailable("collector storage unavailable; retry")
         })?;
     match committed {
@@ -400,7 +403,7 @@ async fn handle_report(
             if gap > 0 {
                 counters.seq_gaps.fetch_add(gap, Ordering::Relaxed);
                 tracing::warn!(
-                    seq = report.seq,
+                    seq = seq,
                     missing = gap,
                     "reports missing before this one (agent spool overflowed?)"
                 );
@@ -408,7 +411,7 @@ async fn handle_report(
             counters.reports_applied.fetch_add(1, Ordering::Relaxed);
             log_events(shared, &evaluation.events);
             evaluator.apply(evaluation.updates);
-            Ok(report.seq)
+            Ok(seq)
         }
         Committed::Duplicate { last_seq } => {
             counters.reports_duplicate.fetch_add(1, Ordering::Relaxed);
@@ -435,6 +438,46 @@ fn bounded_labels(
     kept
 }
 
+/// A report after the session's bounds checks: what evaluation may see.
+#[derive(Debug, Default)]
+pub struct ValidatedReport {
+    /// Results within bounds (ids, kind, metric count and names, message size).
+    pub results: Vec<CheckResult>,
+    /// Retired check ids within bounds and not also reported in `results`.
+    pub retired: Vec<String>,
+    /// Too many results + retired ids: nothing is evaluated (the report is still acked,
+    /// or the agent would resend it forever).
+    pub rejected: bool,
+    /// Results dropped as out of bounds.
+    pub invalid_results: u64,
+    /// Retired ids dropped as out of bounds.
+    pub invalid_retired: u64,
+}
+
+/// The session's validation of one report, pure (no counters, no logging): the caller
+/// counts and logs what was dropped. Public for the fuzz targets (`tests/fuzz`), which
+/// run decode → validate → evaluate exactly as a session does.
+pub fn validate_report(report: Report, max_results_per_report: usize) -> ValidatedReport {
+    if report.results.len() + report.retired_checks.len() > max_results_per_report {
+        return ValidatedReport { rejected: true, ..ValidatedReport::default() };
+    }
+    let (results, invalid): (Vec<CheckResult>, Vec<CheckResult>) =
+        report.results.into_iter().partition(result_is_valid);
+    // A check both reported and retired in one report is running: keep it.
+    let (retired, invalid_retired): (Vec<String>, Vec<String>) = report
+        .retired_checks
+        .into_iter()
+        .filter(|id| !results.iter().any(|result| result.check_id == *id))
+        .partition(|id| !id.is_empty() && id.len() <= MAX_ID_BYTES && !id.contains('\0'));
+    ValidatedReport {
+        results,
+        retired,
+        rejected: false,
+        invalid_results: invalid.len() as u64,
+        invalid_retired: invalid_retired.len() as u64,
+    }
+}
+
 fn result_is_valid(result: &CheckResult) -> bool {
     let bounded = |text: &str, max: usize| !text.is_empty() && text.len() <= max && !text.contains('\0');
     bounded(&result.check_id, MAX_ID_BYTES)
@@ -445,7 +488,7 @@ fn result_is_valid(result: &CheckResult) -> bool {
 }
 
 /// The agent's sample time if plausible, else the receive time.
-fn sample_time(sampled_at_ms: i64, now: jiff::Timestamp) -> jiff::Timestamp {
+pub fn sample_time(sampled_at_ms: i64, now: jiff::Timestamp) -> jiff::Timestamp {
     match jiff::Timestamp::from_millisecond(sampled_at_ms) {
         Ok(at) if at <= now + MAX_CLOCK_AHEAD && at >= now - MAX_SAMPLE_AGE => at.min(now),
         _ => now,
@@ -489,6 +532,25 @@ mod tests {
         let mut many = good.clone();
         many.metrics = (0..300).map(|i| (format!("m{i}"), 1.0)).collect();
         assert!(!result_is_valid(&many));
+    }
+
+    #[test]
+    fn validation_rejects_too_many_and_drops_out_of_bounds() {
+        let good = CheckResult { check_id: "disk:/".into(), kind: "disk".into(), ..Default::default() };
+        let bad = CheckResult { check_id: String::new(), ..good.clone() };
+        let report = Report {
+            seq: 1,
+            results: vec![good, bad],
+            retired_checks: vec!["disk:/".into(), String::new(), "disk:/old".into()],
+            ..Default::default()
+        };
+        let validated = validate_report(report.clone(), 10);
+        assert!(!validated.rejected);
+        assert_eq!((validated.results.len(), validated.invalid_results), (1, 1));
+        assert_eq!(validated.retired, ["disk:/old"], "a reported check is not retired");
+        assert_eq!(validated.invalid_retired, 1);
+        let rejected = validate_report(report, 4);
+        assert!(rejected.rejected && rejected.results.is_empty() && rejected.retired.is_empty());
     }
 
     #[test]
