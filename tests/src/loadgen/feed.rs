@@ -10,6 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Config, FeedMode, LoadgenError, Shared, session, workload};
 
+/// Positions per ack message at most.
+const ACK_BATCH: usize = 128;
+
 /// What the watcher saw.
 #[derive(Debug, Default)]
 pub struct Seen {
@@ -63,7 +66,7 @@ pub async fn subscribe(
 
 fn options(run_id: &str) -> SubscribeOptions {
     let mut options = SubscribeOptions::new(&format!("loadgen-{}-{run_id}", std::process::id()));
-    options.max_in_flight = 4096;
+    options.max_in_flight = 1024;
     options.ack_timeout = Duration::from_secs(30);
     options
 }
@@ -78,9 +81,19 @@ pub async fn watch(
     let mut seen = Seen::default();
     let run_id = shared.run_id.clone();
     let mut seen_ids = std::collections::HashSet::new();
+    // Acks go in batches: the collector does not read acks while it waits to send, so
+    // one ack message per event (awaited) can fill the ack channel and stall both sides.
+    let mut unacked: Vec<i64> = Vec::new();
+    let mut flush = tokio::time::interval(Duration::from_millis(100));
     loop {
         let item = tokio::select! {
             () = done.cancelled() => break,
+            _ = flush.tick() => {
+                if subscription.ack(std::mem::take(&mut unacked)).await.is_err() {
+                    seen.errors += 1;
+                }
+                continue;
+            }
             item = subscription.next() => item,
         };
         match item {
@@ -88,12 +101,20 @@ pub async fn watch(
                 if seen_ids.insert(id) {
                     record(&shared, &json, &mut seen);
                 }
-                if subscription.ack(vec![pos]).await.is_err() {
+                unacked.push(pos);
+                if unacked.len() >= ACK_BATCH && subscription.ack(std::mem::take(&mut unacked)).await.is_err()
+                {
                     seen.errors += 1;
                 }
             }
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => {
+                if let Err(error) = &item
+                    && seen.errors == 0
+                {
+                    eprintln!("loadgen: alert feed lost (resubscribing): {error}");
+                }
+                unacked.clear();
                 seen.errors += 1;
                 // The collector restarts: try again until it is back or we are done.
                 loop {
