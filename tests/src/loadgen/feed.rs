@@ -2,6 +2,7 @@
 //! the head, so it sees only this run's events), acks everything, and matches each
 //! event of our checks to the sample that should have caused it.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -151,12 +152,14 @@ fn record(shared: &Shared, json: &str, seen: &mut Seen) {
         .expected
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .remove(&(session, check, firing));
+        .get_mut(&(session, check))
+        .and_then(VecDeque::pop_front);
     match sampled {
-        Some(sampled_at_ms) => {
+        Some((expected_firing, sampled_at_ms)) if expected_firing == firing => {
             seen.matched += 1;
             seen.latency_micros.push((received_ms - sampled_at_ms).max(0) as u64 * 1000);
         }
-        None => seen.unmatched += 1,
+        // Nothing expected, or out of step: a duplicate, a lost one, or flapping.
+        _ => seen.unmatched += 1,
     }
 }

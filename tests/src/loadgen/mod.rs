@@ -29,7 +29,7 @@ mod session;
 pub mod stats;
 pub mod workload;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -93,6 +93,9 @@ pub enum LoadgenError {
     Invalid(String),
 }
 
+/// A transition a report should cause: (firing, the report's `sampled_at_ms`).
+type Transition = (bool, i64);
+
 /// State shared by every session, the monitor and the feed watcher.
 pub(crate) struct Shared {
     config: Config,
@@ -107,8 +110,10 @@ pub(crate) struct Shared {
     reports_acked: AtomicU64,
     reconnects: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
-    /// (session, check, firing) → sampled_at_ms of the latest report that should cause it.
-    expected: Mutex<HashMap<(u32, u32, bool), i64>>,
+    /// (session, check) → the transitions its reports should cause, oldest first:
+    /// (firing, sampled_at_ms). A check's events arrive in report order, so each event
+    /// takes the oldest one (exact as long as nothing is lost or emitted twice).
+    expected: Mutex<HashMap<(u32, u32), VecDeque<Transition>>>,
     alerts_expected: AtomicU64,
 }
 
@@ -125,7 +130,7 @@ impl Shared {
     fn expect_transitions(&self, session: u32, crossing: u32, firing: bool, sampled_at_ms: i64) {
         let mut expected = self.expected.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         for check in 0..crossing {
-            expected.insert((session, check, firing), sampled_at_ms);
+            expected.entry((session, check)).or_default().push_back((firing, sampled_at_ms));
         }
         self.alerts_expected.fetch_add(u64::from(crossing), Ordering::Relaxed);
     }
@@ -244,7 +249,9 @@ pub async fn run(config: Config) -> Result<(Summary, Vec<ledger::LedgerRow>), Lo
     }
     // Alerts of the last reports may still be on their way.
     let alerts_wait = Instant::now() + Duration::from_secs(5).min(config.drain);
-    let outstanding = || shared.expected.lock().map(|expected| expected.len()).unwrap_or(0);
+    let outstanding = || {
+        shared.expected.lock().map(|expected| expected.values().map(VecDeque::len).sum()).unwrap_or(0usize)
+    };
     while outstanding() > 0 && feed_task.is_some() && Instant::now() < alerts_wait {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
