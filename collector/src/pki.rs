@@ -284,18 +284,73 @@ fn issue_client(
     let (ca_cert_der, ca_key) = load_ca(&CaDir::new(dir))?;
     let issuer = Issuer::from_ca_cert_der(&ca_cert_der, ca_key)?;
 
-    let client_key = KeyPair::generate()?;
-    let mut params = leaf_params(AGENT_VALIDITY)?;
-    params.distinguished_name.push(DnType::CommonName, common_name);
-    params.subject_alt_names = vec![SanType::URI(Ia5String::try_from(uri)?)];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let client_cert = params.signed_by(&client_key, &issuer)?;
+    let (client_cert, client_key) = client_certificate(&issuer, uri, common_name)?;
 
     // The key's directory first, so that it is created private when both share one.
     create_parent_dir(key_out, PRIVATE_DIR_MODE)?;
     create_parent_dir(cert_out, PUBLIC_DIR_MODE)?;
     write_file_atomic(key_out, client_key.serialize_pem().as_bytes(), KEY_FILE_MODE)?;
     write_file_atomic(cert_out, client_cert.pem().as_bytes(), CERT_FILE_MODE)
+}
+
+/// A CA loaded once, to issue many client certificates in memory (the load generator
+/// issues thousands; [`issue_agent`] reloads and re-checks the CA and fsyncs two files
+/// per certificate). Same certificates as `ca issue` / `ca issue-operator`, returned as
+/// PEM `(certificate, private key)` instead of written to files.
+pub struct CaSigner {
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl fmt::Debug for CaSigner {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.debug_struct("CaSigner").finish_non_exhaustive()
+    }
+}
+
+impl CaSigner {
+    /// Loads and checks the CA in `dir` ([`PkiError::CaMissing`] if absent).
+    pub fn load(dir: &Path) -> Result<Self, PkiError> {
+        let (ca_cert_der, ca_key) = load_ca(&CaDir::new(dir))?;
+        Ok(Self { issuer: Issuer::from_ca_cert_der(&ca_cert_der, ca_key)? })
+    }
+
+    /// An agent certificate for `tenant`/`agent` (ids checked by [`validate_id`]).
+    pub fn agent_pem(&self, tenant: &str, agent: &str) -> Result<(String, String), PkiError> {
+        validate_id("tenant", tenant)?;
+        validate_id("agent", agent)?;
+        let identity = AgentIdentity { tenant: tenant.to_owned(), agent: agent.to_owned() };
+        self.client_pem(&identity.spiffe_uri(), agent)
+    }
+
+    /// An operator certificate for the alert feed (every tenant when `tenant` is None).
+    pub fn operator_pem(&self, name: &str, tenant: Option<&str>) -> Result<(String, String), PkiError> {
+        validate_id("operator", name)?;
+        if let Some(tenant) = tenant {
+            validate_id("tenant", tenant)?;
+        }
+        let identity = OperatorIdentity { name: name.to_owned(), tenant: tenant.map(str::to_owned) };
+        self.client_pem(&identity.spiffe_uri(), name)
+    }
+
+    fn client_pem(&self, uri: &str, common_name: &str) -> Result<(String, String), PkiError> {
+        let (cert, key) = client_certificate(&self.issuer, uri, common_name)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+/// A client certificate (EKU clientAuth) whose only identity is the URI SAN `uri`.
+fn client_certificate(
+    issuer: &Issuer<'_, KeyPair>,
+    uri: &str,
+    common_name: &str,
+) -> Result<(rcgen::Certificate, KeyPair), PkiError> {
+    let client_key = KeyPair::generate()?;
+    let mut params = leaf_params(AGENT_VALIDITY)?;
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    params.subject_alt_names = vec![SanType::URI(Ia5String::try_from(uri)?)];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client_cert = params.signed_by(&client_key, issuer)?;
+    Ok((client_cert, client_key))
 }
 
 /// A feed subscriber, taken ONLY from its certificate: `spiffe://nightowl/operator/<name>`
@@ -937,6 +992,25 @@ mod tests {
             serials.push(parsed.raw_serial().to_vec());
         }
         assert_ne!(serials[0], serials[1]);
+    }
+
+    #[test]
+    fn ca_signer_issues_the_same_identities_in_memory() {
+        let (_temp, files) = new_ca();
+        let signer = CaSigner::load(files.dir()).unwrap();
+        let (cert_pem, key_pem) = signer.agent_pem("acme", "srv-01").unwrap();
+        KeyPair::from_pem(&key_pem).unwrap();
+        let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+        let identity = AgentIdentity::from_certificate(&der).unwrap();
+        assert_eq!(identity, AgentIdentity { tenant: "acme".to_owned(), agent: "srv-01".to_owned() });
+        client_verifier(&files.ca_cert()).verify_client_cert(&der, &[], UnixTime::now()).unwrap();
+
+        let (operator_pem, _) = signer.operator_pem("noc", None).unwrap();
+        let der = CertificateDer::from_pem_slice(operator_pem.as_bytes()).unwrap();
+        assert_eq!(OperatorIdentity::from_certificate(&der).unwrap().name, "noc");
+        assert!(matches!(signer.agent_pem("Acme", "x"), Err(PkiError::InvalidId { kind: "tenant", .. })));
+        let missing = tempfile::tempdir().unwrap();
+        assert!(matches!(CaSigner::load(missing.path()), Err(PkiError::CaMissing { .. })));
     }
 
     #[test]

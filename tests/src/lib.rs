@@ -8,10 +8,15 @@
 //! Binaries: `NIGHTOWL_BIN_DIR` if set (CI builds them once, before `cargo test`);
 //! otherwise the harness runs `cargo build --release -p nightowl-agent -p
 //! nightowl-collector` once per test process (a no-op when up to date).
+//!
+//! [`loadgen`] is the logic of `nightowl-loadgen` (`src/bin/`): many simulated agents in
+//! one process, for the throughput benchmark and the drills (`deploy/bench`,
+//! `deploy/drills`).
 
 #![forbid(unsafe_code)]
 
 pub mod drill;
+pub mod loadgen;
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
