@@ -2,7 +2,8 @@
 //!
 //! One session per agent connection (`session.rs`): identity from the client
 //! certificate, Hello, then reports → evaluate → durable commit → Ack. `server.rs` is the
-//! listening side (TLS acceptor, limits).
+//! listening side (TLS acceptor, limits);
+//! `validate.rs` the bounds a report's results must keep (pure, benchmarked).
 //!
 //! Sessions of the same agent are serialised: a new session of an agent cancels the
 //! previous one and waits for it to finish its in-flight commit before reading the
@@ -10,6 +11,7 @@
 
 mod server;
 mod session;
+pub mod validate;
 
 use std::collections::HashMap;
 use std::future::Future;
