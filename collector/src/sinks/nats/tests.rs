@@ -309,7 +309,10 @@ fn config_is_validated_naming_the_key() {
     )
     .unwrap_err()
     .to_string();
-    assert!(error.contains("key `sink[0].nats.streem`") && error.contains("unknown field `streem`"), "{error}");
+    assert!(
+        error.contains("key `sink[0].nats.streem`") && error.contains("unknown field `streem`"),
+        "{error}"
+    );
     let (key, message) = parse_sinks(&sink("stream = \"X\"\n")).unwrap_err();
     assert_eq!(key, "sink[0].nats.url", "{message}");
     let (key, message) = parse_sinks(&sink("url = \"http://127.0.0.1:4222\"\n")).unwrap_err();
