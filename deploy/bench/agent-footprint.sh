@@ -17,19 +17,26 @@
 # host.
 #
 # Usage: deploy/bench/agent-footprint.sh [--quick] [--duration SECS] [--intervals "10s 1s"]
-#   --quick: 60 s per interval (default 600 s). Environment passes through to the agent
-#   (e.g. MALLOC_ARENA_MAX=2). NIGHTOWL_BIN_DIR: use these binaries, build nothing.
+#                                        [--profile agent|release]
+#   --quick: 60 s per interval (default 600 s). --profile: the Cargo profile the agent is
+#   built with (default `agent`, the size-optimised one endpoints get; `release` to
+#   compare). Environment passes through to the agent (e.g. MALLOC_ARENA_MAX=2).
+#   NIGHTOWL_BIN_DIR: use these binaries, build nothing (NIGHTOWL_AGENT_BIN overrides the
+#   agent's path alone).
 set -euo pipefail
 
 duration=600
 intervals="10s 1s"
 warmup=10
+profile=agent
+usage='usage: deploy/bench/agent-footprint.sh [--quick] [--duration SECS] [--intervals "10s 1s"] [--profile agent|release]'
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) duration=60; shift ;;
         --duration) duration="$2"; shift 2 ;;
         --intervals) intervals="$2"; shift 2 ;;
-        *) echo "usage: $0 [--quick] [--duration SECS] [--intervals \"10s 1s\"]" >&2; exit 64 ;;
+        --profile) profile="$2"; shift 2 ;;
+        *) echo "$usage" >&2; exit 64 ;;
     esac
 done
 
@@ -41,8 +48,12 @@ else
     # rebuilds between the two).
     (cd "$root" && cargo build --release -p nightowl-agent -p nightowl-collector >&2)
     bin="${CARGO_TARGET_DIR:-$root/target}/release"
+    if [[ "$profile" != release ]]; then
+        (cd "$root" && cargo build --profile "$profile" -p nightowl-agent >&2)
+        NIGHTOWL_AGENT_BIN="${NIGHTOWL_AGENT_BIN:-${CARGO_TARGET_DIR:-$root/target}/$profile/nightowl-agent}"
+    fi
 fi
-agent_bin="$bin/nightowl-agent"
+agent_bin="${NIGHTOWL_AGENT_BIN:-$bin/nightowl-agent}"
 collector_bin="$bin/nightowl-collector"
 
 work=$(mktemp -d /tmp/nightowl-footprint.XXXXXX)

@@ -87,7 +87,13 @@ pub fn fingerprint(tenant: &str, agent: &str, check: &str, rule: &str) -> String
         context.update(part.as_bytes());
     }
     let digest = context.finish();
-    digest.as_ref()[..16].iter().map(|byte| format!("{byte:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(32);
+    for byte in &digest.as_ref()[..16] {
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    hex
 }
 
 /// A fresh, unique, time-ordered event id.

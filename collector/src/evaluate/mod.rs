@@ -128,6 +128,17 @@ impl CheckState {
         }
     }
 
+    /// Settled at `level`: not pending, not flapping, no recent changes to prune, and
+    /// consumers were told this level. Judging such a state at the same level again
+    /// changes nothing but its last value (see [`step`]), which is the common case.
+    fn settled_at(&self, level: Level) -> bool {
+        self.level == level
+            && self.emitted == level
+            && self.pending.is_none()
+            && !self.flapping
+            && self.changes.is_empty()
+    }
+
     /// Equal apart from the last value: nothing worth a write.
     fn same_machine(&self, other: &CheckState) -> bool {
         self.level == other.level
@@ -144,6 +155,67 @@ impl CheckState {
 pub struct StateKey {
     pub check: String,
     pub rule: String,
+}
+
+/// States of one agent by check, then rule: looked up by `&str` pairs, so the hot path
+/// (every result × every rule of every report) allocates no key.
+#[derive(Debug, Default, Clone)]
+pub struct StateMap {
+    by_check: HashMap<String, HashMap<String, CheckState>>,
+}
+
+impl StateMap {
+    pub fn get(&self, check: &str, rule: &str) -> Option<&CheckState> {
+        self.by_check.get(check)?.get(rule)
+    }
+
+    fn get_mut(&mut self, check: &str, rule: &str) -> Option<&mut CheckState> {
+        self.by_check.get_mut(check)?.get_mut(rule)
+    }
+
+    pub fn insert(&mut self, key: StateKey, state: CheckState) {
+        self.by_check.entry(key.check).or_default().insert(key.rule, state);
+    }
+
+    fn remove(&mut self, check: &str, rule: &str) {
+        if let Some(rules) = self.by_check.get_mut(check) {
+            rules.remove(rule);
+            if rules.is_empty() {
+                self.by_check.remove(check);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_check.is_empty()
+    }
+
+    /// Every state of one check, by rule.
+    fn of_check(&self, check: &str) -> impl Iterator<Item = (&String, &CheckState)> {
+        self.by_check.get(check).into_iter().flatten()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (StateKey, &CheckState)> {
+        self.by_check.iter().flat_map(|(check, rules)| {
+            rules.iter().map(|(rule, state)| (StateKey { check: check.clone(), rule: rule.clone() }, state))
+        })
+    }
+
+    fn into_states(self) -> impl Iterator<Item = (StateKey, CheckState)> {
+        self.by_check.into_iter().flat_map(|(check, rules)| {
+            rules.into_iter().map(move |(rule, state)| (StateKey { check: check.clone(), rule }, state))
+        })
+    }
+}
+
+impl FromIterator<(StateKey, CheckState)> for StateMap {
+    fn from_iter<I: IntoIterator<Item = (StateKey, CheckState)>>(iter: I) -> Self {
+        let mut map = StateMap::default();
+        for (key, state) in iter {
+            map.insert(key, state);
+        }
+        map
+    }
 }
 
 /// A state that changed, with the fingerprint it is stored under.
@@ -250,15 +322,19 @@ pub fn step(
     (next, transition)
 }
 
+/// The rules that apply to one check, shared by every evaluation of it.
+type RuleList = Arc<[Arc<Rule>]>;
+
 /// Evaluation state of one agent. Owned by the session that holds the agent, so no lock.
 #[derive(Debug)]
 pub struct AgentEvaluator {
     identity: AgentIdentity,
     labels: BTreeMap<String, String>,
     rules: Arc<RuleSet>,
-    /// Effective rules per (kind, check), resolved once per rule set.
-    effective: HashMap<(String, String), Vec<Arc<Rule>>>,
-    states: HashMap<StateKey, CheckState>,
+    /// Effective rules per check (with the kind they were resolved for), resolved once
+    /// per rule set.
+    effective: HashMap<String, (String, RuleList)>,
+    states: StateMap,
     /// Per check: kind, when its last result was sampled, how often it should come, and
     /// whether it is considered stale now. Memory only: after a collector restart the
     /// staleness clock starts again with the session.
@@ -287,6 +363,7 @@ impl AgentEvaluator {
         rules: Arc<RuleSet>,
         states: HashMap<StateKey, CheckState>,
     ) -> Self {
+        let states = states.into_iter().collect();
         Self { identity, labels, rules, effective: HashMap::new(), states, seen: HashMap::new() }
     }
 
@@ -299,16 +376,22 @@ impl AgentEvaluator {
     }
 
     pub fn state(&self, key: &StateKey) -> Option<&CheckState> {
-        self.states.get(key)
+        self.states.get(&key.check, &key.rule)
     }
 
-    fn rules_for(&mut self, kind: &str, check: &str) -> Vec<Arc<Rule>> {
-        let key = (kind.to_owned(), check.to_owned());
-        if let Some(rules) = self.effective.get(&key) {
+    /// Every state of this agent.
+    pub fn states(&self) -> &StateMap {
+        &self.states
+    }
+
+    fn rules_for(&mut self, kind: &str, check: &str) -> RuleList {
+        if let Some((known_kind, rules)) = self.effective.get(check)
+            && known_kind == kind
+        {
             return rules.clone();
         }
-        let rules = self.rules.effective(&self.identity.tenant, &self.labels, kind, check);
-        self.effective.insert(key, rules.clone());
+        let rules: RuleList = self.rules.effective(&self.identity.tenant, &self.labels, kind, check).into();
+        self.effective.insert(check.to_owned(), (kind.to_owned(), rules.clone()));
         rules
     }
 
@@ -325,10 +408,18 @@ impl AgentEvaluator {
                 0 => DEFAULT_INTERVAL,
                 ms => std::time::Duration::from_millis(u64::from(ms)),
             };
-            self.seen.insert(
-                result.check_id.clone(),
-                Seen { kind: result.kind.clone(), at, interval, stale: false },
-            );
+            match self.seen.get_mut(result.check_id.as_str()) {
+                Some(seen) => {
+                    if seen.kind != result.kind {
+                        seen.kind.clone_from(&result.kind);
+                    }
+                    (seen.at, seen.interval, seen.stale) = (at, interval, false);
+                }
+                None => {
+                    let seen = Seen { kind: result.kind.clone(), at, interval, stale: false };
+                    self.seen.insert(result.check_id.clone(), seen);
+                }
+            }
         }
         self.judge(results, false, at, now)
     }
@@ -368,7 +459,7 @@ impl AgentEvaluator {
         let mut evaluation = Evaluation::default();
         let flapping = self.rules.flapping;
         // Later results of the same check in one report win; states change in order.
-        let mut working: HashMap<StateKey, CheckState> = HashMap::new();
+        let mut working = StateMap::default();
         for result in results {
             let status = result.status();
             let pseudo = |name: &str| -> Option<f64> {
@@ -383,7 +474,8 @@ impl AgentEvaluator {
                     _ => None,
                 }
             };
-            for rule in self.rules_for(&result.kind, &result.check_id) {
+            let check = result.check_id.as_str();
+            for rule in self.rules_for(&result.kind, check).iter() {
                 let value = if rule.metric.starts_with('@') {
                     pseudo(&rule.metric)
                 } else if stale || status == ProbeStatus::Unknown {
@@ -392,12 +484,31 @@ impl AgentEvaluator {
                 } else {
                     result.metrics.get(&rule.metric).copied()
                 };
-                let key = StateKey { check: result.check_id.clone(), rule: rule.name.clone() };
-                let state = working
-                    .get(&key)
-                    .or_else(|| self.states.get(&key))
-                    .cloned()
-                    .unwrap_or_else(|| CheckState::ok(value.unwrap_or_default()));
+                let in_working = !working.is_empty() && working.get(check, &rule.name).is_some();
+                let current = if in_working {
+                    working.get(check, &rule.name)
+                } else {
+                    self.states.get(check, &rule.name)
+                };
+                // Fast path, no allocation: a settled state judged at its own level again.
+                if let Some(current) = current {
+                    let settled = match value {
+                        Some(value) if value.is_finite() => {
+                            current.settled_at(rule.next_level(current.level, value)).then_some(value)
+                        }
+                        None if rule.missing == Missing::Ok => {
+                            current.settled_at(Level::Ok).then_some(current.value)
+                        }
+                        _ => None,
+                    };
+                    if let Some(value) = settled {
+                        if in_working && let Some(state) = working.get_mut(check, &rule.name) {
+                            state.value = value;
+                        }
+                        continue;
+                    }
+                }
+                let state = current.cloned().unwrap_or_else(|| CheckState::ok(value.unwrap_or_default()));
                 let (target, value) = match value {
                     Some(value) if value.is_finite() => (rule.next_level(state.level, value), value),
                     Some(_) => {
@@ -407,16 +518,12 @@ impl AgentEvaluator {
                     None if rule.missing == Missing::Ok => (Level::Ok, state.value),
                     None => continue,
                 };
-                let (next, transition) = step(&rule, &flapping, &state, target, value, at);
-                let fingerprint = alert::fingerprint(
-                    &self.identity.tenant,
-                    &self.identity.agent,
-                    &result.check_id,
-                    &rule.name,
-                );
+                let (next, transition) = step(rule, &flapping, &state, target, value, at);
                 if let Some(transition) = transition {
+                    let fingerprint =
+                        alert::fingerprint(&self.identity.tenant, &self.identity.agent, check, &rule.name);
                     evaluation.events.push(self.event(
-                        &rule,
+                        rule,
                         result,
                         &fingerprint,
                         &state,
@@ -426,13 +533,17 @@ impl AgentEvaluator {
                         now,
                     ));
                 }
-                let known = self.states.get(&key);
-                if known.is_none_or(|known| !known.same_machine(&next)) || working.contains_key(&key) {
-                    working.insert(key, next);
+                let known = self.states.get(check, &rule.name);
+                if in_working {
+                    if let Some(state) = working.get_mut(check, &rule.name) {
+                        *state = next;
+                    }
+                } else if known.is_none_or(|known| !known.same_machine(&next)) {
+                    working.insert(StateKey { check: check.to_owned(), rule: rule.name.clone() }, next);
                 }
             }
         }
-        for (key, state) in working {
+        for (key, state) in working.into_states() {
             let fingerprint =
                 alert::fingerprint(&self.identity.tenant, &self.identity.agent, &key.check, &key.rule);
             evaluation.updates.push(StateUpdate::set(key, fingerprint, state));
@@ -449,7 +560,7 @@ impl AgentEvaluator {
                     self.states.insert(update.key, state);
                 }
                 StateChange::Remove => {
-                    self.states.remove(&update.key);
+                    self.states.remove(&update.key.check, &update.key.rule);
                 }
             }
         }
@@ -468,13 +579,15 @@ impl AgentEvaluator {
                 continue;
             }
             let seen = self.seen.remove(check);
-            let mut keys: Vec<StateKey> =
-                self.states.keys().filter(|key| key.check == *check).cloned().collect();
-            keys.sort();
-            for key in keys {
+            let mut states: Vec<(StateKey, CheckState)> = self
+                .states
+                .of_check(check)
+                .map(|(rule, state)| (StateKey { check: check.clone(), rule: rule.clone() }, state.clone()))
+                .collect();
+            states.sort_by(|a, b| a.0.cmp(&b.0));
+            for (key, state) in states {
                 let fingerprint =
                     alert::fingerprint(&self.identity.tenant, &self.identity.agent, &key.check, &key.rule);
-                let state = self.states[&key].clone();
                 if state.emitted.is_firing() {
                     let kind = seen.as_ref().map_or_else(
                         || check.split_once(':').map_or(check.as_str(), |(kind, _)| kind).to_owned(),
@@ -500,7 +613,7 @@ impl AgentEvaluator {
         now: jiff::Timestamp,
     ) -> AlertEvent {
         // The rule as it applies to this check (overrides included), if it still exists.
-        let rule = self.rules_for(kind, &key.check).into_iter().find(|rule| rule.name == key.rule);
+        let rule = self.rules_for(kind, &key.check).iter().find(|rule| rule.name == key.rule).cloned();
         let level = state.emitted;
         AlertEvent {
             id: alert::new_event_id(),

@@ -377,7 +377,7 @@ proptest::proptest! {
             evaluator.apply(evaluation.updates);
         }
         // What consumers were told matches the emitted level of every state.
-        for (key, state) in &evaluator.states {
+        for (key, state) in evaluator.states().iter() {
             let fingerprint = alert::fingerprint("acme", "srv-01", &key.check, &key.rule);
             proptest::prop_assert_eq!(open.get(&fingerprint).copied().unwrap_or(false), state.emitted.is_firing());
         }
@@ -460,4 +460,44 @@ fn the_agent_cannot_retire_its_offline_state() {
     let retired = evaluator.retire(&[crate::offline::CHECK.to_owned()], at(0), at(0));
     assert!(retired.events.is_empty() && retired.updates.is_empty());
     assert!(evaluator.state(&key).is_some());
+}
+
+/// The settled fast path (no clone, no key, no fingerprint) must decide exactly what the
+/// full state machine would: nothing to write while settled, and a same-report sequence
+/// of values still ends at the last one.
+#[test]
+fn settled_states_write_nothing_and_same_report_values_still_chain() {
+    let rules = RuleSet::defaults();
+    let mut evaluator = AgentEvaluator::new(identity(), BTreeMap::new(), rules, HashMap::new());
+    // First sight: the OK states are new (one per rule that applies), so they are written.
+    let first = evaluator.evaluate(&[disk(40.0)], at(0), at(0));
+    assert!(first.events.is_empty());
+    let rules: Vec<&str> = first.updates.iter().map(|update| update.key.rule.as_str()).collect();
+    assert!(rules.contains(&"disk_used_pct"), "{rules:?}");
+    evaluator.apply(first.updates);
+    // Settled at OK: any OK value changes nothing durable.
+    for (second, value) in [(10, 41.0), (20, 60.0), (30, 12.5)] {
+        let steady = evaluator.evaluate(&[disk(value)], at(second), at(second));
+        assert!(steady.events.is_empty() && steady.updates.is_empty(), "{value}: {steady:?}");
+    }
+    // In one report: critical, then OK-ish again, then critical: the state machine runs
+    // on the report's working state (later results win), not on the settled fast path.
+    let report = [disk(97.0), disk(40.0), disk(98.0)];
+    let chained = evaluator.evaluate(&report, at(40), at(40));
+    let statuses: Vec<Status> = chained.events.iter().map(|event| event.status).collect();
+    assert_eq!(statuses, [Status::Firing, Status::Resolved, Status::Firing]);
+    let used: Vec<&StateUpdate> =
+        chained.updates.iter().filter(|update| update.key.rule == "disk_used_pct").collect();
+    assert_eq!(used.len(), 1, "{:?}", chained.updates);
+    let StateChange::Set(state) = &used[0].change else { panic!("a set") };
+    assert_eq!((state.level, state.value), (Level::Critical, 98.0));
+    evaluator.apply(chained.updates);
+    // Firing and settled at critical (changes are recent, so not yet "settled"): the
+    // machine still prunes its change history later, and never re-fires.
+    let again = evaluator.evaluate(&[disk(99.0)], at(50), at(50));
+    assert!(again.events.is_empty(), "{again:?}");
+    // A settled firing state whose value moves within its level keeps the last value
+    // when it is written next.
+    let key = StateKey { check: "disk:/var".into(), rule: "disk_used_pct".into() };
+    assert!(evaluator.state(&key).is_some_and(|state| state.level == Level::Critical));
 }

@@ -153,6 +153,9 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreErro
     };
     let connection = Connection::open_with_flags(path, flags).map_err(sqlite(path))?;
     connection.busy_timeout(std::time::Duration::from_secs(5)).map_err(sqlite(path))?;
+    // Room for every statement the writer and readers prepare (rusqlite's default is
+    // 16); an evicted statement is parsed again on its next use.
+    connection.set_prepared_statement_cache_capacity(64);
     if !read_only {
         connection
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
@@ -567,13 +570,13 @@ fn commit(
 ) -> Result<Committed, StoreError> {
     let tenant = &report.identity.tenant;
     let agent = &report.identity.agent;
+    // Cached statements: this runs for every report (parsing SQL each time cost more
+    // than executing it).
     let stored: Option<(String, i64)> = tx
-        .query_row(
-            "SELECT stream_id, last_seq FROM agents WHERE tenant = ?1 AND agent = ?2",
-            params![tenant, agent],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .optional()
+        .prepare_cached("SELECT stream_id, last_seq FROM agents WHERE tenant = ?1 AND agent = ?2")
+        .and_then(|mut statement| {
+            statement.query_row(params![tenant, agent], |row| Ok((row.get(0)?, row.get(1)?))).optional()
+        })
         .map_err(sqlite(path))?;
     let Some((stream_id, last_seq)) = stored else {
         return Err(StoreError::Corrupt {
@@ -650,11 +653,11 @@ fn commit(
         .map_err(sqlite(path))?;
     }
     if let Some(seq) = report.seq {
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE agents SET last_seq = ?3, seq_gaps = seq_gaps + ?4, reports = reports + 1, last_seen = ?5
              WHERE tenant = ?1 AND agent = ?2",
-            params![tenant, agent, seq as i64, gap as i64, at],
         )
+        .and_then(|mut statement| statement.execute(params![tenant, agent, seq as i64, gap as i64, at]))
         .map_err(sqlite(path))?;
     }
     Ok(Committed::Applied { gap })
