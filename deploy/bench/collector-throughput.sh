@@ -24,33 +24,15 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-cargo build --release -q -p nightowl-collector -p nightowl-tests --bin nightowl-loadgen
-bin=${CARGO_TARGET_DIR:-target}/release
+. deploy/lib.sh
+nightowl_build
 work=$(mktemp -d /tmp/nightowl-bench.XXXXXX)
 collector_pid=""
 cleanup() { [ -n "$collector_pid" ] && kill "$collector_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
-"$bin/nightowl-collector" ca init --dir "$work/pki" >/dev/null
-# The crossing checks change level at every report; keep flap detection out of the way.
-cp collector/src/evaluate/default_rules.toml "$work/rules.toml"
-printf '\n[flapping]\nwindow = "1m"\nchanges = 1000000000\n' >>"$work/rules.toml"
-port=$(( 20000 + RANDOM % 20000 ))
-cat >"$work/collector.toml" <<TOML
-listen = "127.0.0.1:$port"
-data_dir = "$work/data"
-rules = "$work/rules.toml"
-[tls]
-ca = "$work/pki/ca.pem"
-cert = "$work/pki/collector.pem"
-key = "$work/pki/collector.key"
-[limits]
-max_connections = 20000
-max_concurrent_handshakes = 512
-TOML
-
-cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
-hwm_mib() { awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
+nightowl_collector_config "$work" --steady-rules \
+  "$(printf '[limits]\nmax_connections = 20000\nmax_concurrent_handshakes = 512')"
 hz=$(getconf CLK_TCK)
 
 echo "nightowl collector throughput: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), results=$results interval=$interval duration=$duration crossing=$crossing"
@@ -59,9 +41,7 @@ printf '%-7s %9s %11s %9s %9s %9s %9s %9s %8s %8s %8s %7s\n' \
 for n in $sessions; do
   # A fresh collector per N: figures are not skewed by the previous run's state.
   rm -rf "$work/data"
-  RUST_LOG=warn "$bin/nightowl-collector" run --config "$work/collector.toml" 2>"$work/collector-$n.log" &
-  collector_pid=$!
-  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+  nightowl_start_collector "$work" "$work/collector-$n.log"
   cpu0=$(cpu_ticks "$collector_pid")
   ramp=$(( n < 1000 ? n : 1000 ))
   "$bin/nightowl-loadgen" --collector "https://127.0.0.1:$port" --pki "$work/pki" --sessions "$n" \

@@ -7,7 +7,8 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 if [ -z "${NIGHTOWL_DRILL_BUILT:-}" ]; then
-  cargo build --release -p nightowl-agent -p nightowl-collector -p nightowl-tests --bin nightowl-drill >&2
+  cargo build --release -p nightowl-agent -p nightowl-collector -p nightowl-tests \
+    --bin nightowl-agent --bin nightowl-collector --bin nightowl-drill >&2
   export NIGHTOWL_BIN_DIR="${CARGO_TARGET_DIR:-$root/target}/release"
 fi
 # 2,000 held connections need descriptors on both ends (the collector inherits this).

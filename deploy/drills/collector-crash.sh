@@ -21,8 +21,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-cargo build --release -q -p nightowl-collector -p nightowl-tests --bin nightowl-loadgen
-bin=${CARGO_TARGET_DIR:-target}/release
+. deploy/lib.sh
+nightowl_build
 work=$(mktemp -d /tmp/nightowl-drill-crash.XXXXXX)
 collector_pid=""; loadgen_pid=""
 cleanup() {
@@ -32,26 +32,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$bin/nightowl-collector" ca init --dir "$work/pki" >/dev/null 2>&1
-cp collector/src/evaluate/default_rules.toml "$work/rules.toml"
-printf '\n[flapping]\nwindow = "1m"\nchanges = 1000000000\n' >>"$work/rules.toml"
-port=$(( 20000 + RANDOM % 20000 ))
-cat >"$work/collector.toml" <<TOML
-listen = "127.0.0.1:$port"
-data_dir = "$work/data"
-rules = "$work/rules.toml"
-[tls]
-ca = "$work/pki/ca.pem"
-cert = "$work/pki/collector.pem"
-key = "$work/pki/collector.key"
-TOML
-
-start_collector() {
-  RUST_LOG=warn "$bin/nightowl-collector" run --config "$work/collector.toml" 2>>"$work/collector.log" &
-  collector_pid=$!
-  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0; sleep 0.1; done
-  echo "collector did not listen; log:" >&2; tail -20 "$work/collector.log" >&2; return 1
-}
+nightowl_collector_config "$work" --steady-rules
+start_collector() { nightowl_start_collector "$work" "$work/collector.log"; }
 
 start_collector
 "$bin/nightowl-loadgen" --collector "https://127.0.0.1:$port" --pki "$work/pki" --sessions "$sessions" \

@@ -21,8 +21,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-cargo build --release -q -p nightowl-collector -p nightowl-tests --bin nightowl-loadgen
-bin=${CARGO_TARGET_DIR:-target}/release
+. deploy/lib.sh
+nightowl_build
 work=$(mktemp -d /tmp/nightowl-drill-storm.XXXXXX)
 collector_pid=""; loadgen_pid=""
 cleanup() {
@@ -32,25 +32,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$bin/nightowl-collector" ca init --dir "$work/pki" >/dev/null 2>&1
-port=$(( 20000 + RANDOM % 20000 ))
-cat >"$work/collector.toml" <<TOML
-listen = "127.0.0.1:$port"
-data_dir = "$work/data"
-[tls]
-ca = "$work/pki/ca.pem"
-cert = "$work/pki/collector.pem"
-key = "$work/pki/collector.key"
-[limits]
-max_connections = 20000
-TOML
-
-start_collector() {
-  RUST_LOG=warn "$bin/nightowl-collector" run --config "$work/collector.toml" 2>>"$work/collector.log" &
-  collector_pid=$!
-  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0; sleep 0.1; done
-  echo "collector did not listen; log:" >&2; tail -20 "$work/collector.log" >&2; return 1
-}
+nightowl_collector_config "$work" "$(printf '[limits]\nmax_connections = 20000')"
+start_collector() { nightowl_start_collector "$work" "$work/collector.log"; }
 up_line() { grep -c "up=$sessions/$sessions" "$work/loadgen.log" 2>/dev/null || true; }
 
 start_collector
@@ -71,11 +54,11 @@ if [ "$(up_line)" = 0 ]; then
   exit 1
 fi
 sleep 10
-rss_before=$(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$collector_pid/status")
+rss_before=$(hwm_mib "$collector_pid")
 kill -TERM "$collector_pid"; wait "$collector_pid" 2>/dev/null || true
 start_collector
 wait "$loadgen_pid"; loadgen_pid=""
-rss_after=$(awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$collector_pid/status")
+rss_after=$(hwm_mib "$collector_pid")
 kill -TERM "$collector_pid"; wait "$collector_pid" 2>/dev/null || true; collector_pid=""
 "$bin/nightowl-collector" agents list --json --config "$work/collector.toml" >"$work/agents.jsonl"
 "$bin/nightowl-collector" alerts tail --config "$work/collector.toml" >"$work/events.jsonl"

@@ -475,7 +475,11 @@ impl AgentEvaluator {
                 }
             };
             let check = result.check_id.as_str();
-            for rule in self.rules_for(&result.kind, check).iter() {
+            let rules = self.rules_for(&result.kind, check);
+            // This check's durable states, looked up once per result (then by rule name).
+            let known_states = self.states.by_check.get(check);
+            let known = |rule: &str| known_states.and_then(|states| states.get(rule));
+            for rule in rules.iter() {
                 let value = if rule.metric.starts_with('@') {
                     pseudo(&rule.metric)
                 } else if stale || status == ProbeStatus::Unknown {
@@ -485,11 +489,7 @@ impl AgentEvaluator {
                     result.metrics.get(&rule.metric).copied()
                 };
                 let in_working = !working.is_empty() && working.get(check, &rule.name).is_some();
-                let current = if in_working {
-                    working.get(check, &rule.name)
-                } else {
-                    self.states.get(check, &rule.name)
-                };
+                let current = if in_working { working.get(check, &rule.name) } else { known(&rule.name) };
                 // Fast path, no allocation: a settled state judged at its own level again.
                 if let Some(current) = current {
                     let settled = match value {
@@ -533,12 +533,11 @@ impl AgentEvaluator {
                         now,
                     ));
                 }
-                let known = self.states.get(check, &rule.name);
                 if in_working {
                     if let Some(state) = working.get_mut(check, &rule.name) {
                         *state = next;
                     }
-                } else if known.is_none_or(|known| !known.same_machine(&next)) {
+                } else if known(&rule.name).is_none_or(|known| !known.same_machine(&next)) {
                     working.insert(StateKey { check: check.to_owned(), rule: rule.name.clone() }, next);
                 }
             }
