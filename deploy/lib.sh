@@ -3,7 +3,9 @@
 
 # Builds the release collector and load generator once; sets $bin to their directory.
 # (`--bin` selects targets across every `-p`: both binaries must be named.)
+# NIGHTOWL_BIN_DIR: use the binaries there, build nothing (to compare builds).
 nightowl_build() {
+  if [ -n "${NIGHTOWL_BIN_DIR:-}" ]; then bin=$NIGHTOWL_BIN_DIR; return 0; fi
   cargo build --release -q -p nightowl-collector -p nightowl-tests --bin nightowl-collector --bin nightowl-loadgen
   bin=${CARGO_TARGET_DIR:-target}/release
 }
