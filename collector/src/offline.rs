@@ -4,7 +4,7 @@
 //! message: report or heartbeat), whether a session is up, its address and labels. The
 //! [`monitor`] looks every [`SCAN_EVERY`]:
 //!
-//! - an agent silent for longer than `after` (default 30 s; heartbeats come every 10 s)
+//! - an agent silent for longer than `after` (default 25 s; heartbeats come every 10 s)
 //!   gets ONE `agent_offline` alert. Before emitting it the monitor probes the agent's
 //!   last address with TCP connects to a few ports common on servers and workstations:
 //!   any answer — a connection, or a refusal (RST) — means the host is up and only the
@@ -34,8 +34,8 @@ use crate::queue::{CommitReport, Store};
 /// Check id and rule name of the offline alert (part of its fingerprint).
 pub const CHECK: &str = "agent";
 pub const RULE: &str = "agent_offline";
-/// How often the monitor looks.
-pub const SCAN_EVERY: Duration = Duration::from_secs(2);
+/// How often the monitor looks (adds at most this much to `after`).
+pub const SCAN_EVERY: Duration = Duration::from_secs(1);
 
 /// `[offline]` in the collector config.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +50,10 @@ pub struct OfflineConfig {
 impl Default for OfflineConfig {
     fn default() -> Self {
         Self {
-            after: Duration::from_secs(30),
+            // Two missed heartbeats and a half. With the scan (≤ 1 s) and the probe (at
+            // once when the host answers, ≤ `probe_timeout` when it is silent) the alert
+            // is out within 30 s of the agent's last word (issue 6's target).
+            after: Duration::from_secs(25),
             probe_ports: vec![22, 135, 445, 3389, 80, 443],
             probe_timeout: Duration::from_secs(3),
         }

@@ -19,7 +19,7 @@
 //! key = "/etc/nightowl/pki/collector.key"
 //!
 //! [offline]                  # agent offline alerts
-//! after = "30s"              # silence (no report, no heartbeat) before an agent is offline
+//! after = "25s"              # silence (no report, no heartbeat) before an agent is offline
 //! probe_ports = [22, 135, 445, 3389, 80, 443]   # to tell "agent down" from "host unreachable"
 //! probe_timeout = "3s"
 //!

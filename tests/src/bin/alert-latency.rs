@@ -11,7 +11,7 @@
 //!    - the moment this program sees the event in the queue (`events` table, polled
 //!      every 5 ms read-only: an upper bound that includes the fsync).
 //! 2. Once: agent SIGKILL → `agent_offline` event (`emitted_at`), with the default
-//!    `[offline] after = "30s"`.
+//!    `[offline] after` (25 s).
 //!
 //! Run: `cargo run --release -p nightowl-tests --bin alert-latency -- [--runs N] [--skip-offline]`
 //! (builds the release agent and collector first if needed; `NIGHTOWL_BIN_DIR` to reuse).
@@ -201,7 +201,7 @@ fn main() {
             wait_event(&db, &mut cursor, Duration::from_secs(120), |event| event["rule"] == "agent_offline");
         let emitted = emitted_at(&event).duration_since(killed_at).unwrap_or_default();
         println!(
-            "agent SIGKILL → agent_offline (offline after 30 s): emitted_at {:.1} s, visible {:.1} s ({})",
+            "agent SIGKILL → agent_offline (default `after` 25 s): emitted_at {:.1} s, visible {:.1} s ({})",
             emitted.as_secs_f64(),
             (seen - killed).as_secs_f64(),
             event["summary"].as_str().unwrap_or("")
