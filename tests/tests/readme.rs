@@ -26,7 +26,7 @@ fn collector_example_is_valid() {
     std::fs::write(dir.path().join("policies.toml"), "").unwrap();
     let config = nightowl_collector::config::Config::parse(&text, "README.md", Path::new("/"))
         .unwrap_or_else(|error| panic!("README collector example: {error}"));
-    assert_eq!(config.offline.after.as_secs(), 30);
+    assert_eq!(config.offline.after.as_secs(), 25);
 }
 
 #[test]
