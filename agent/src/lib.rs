@@ -310,8 +310,6 @@ fn format_value(value: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use nightowl_proto::{CheckResult, ProbeStatus};
 
     use super::*;
@@ -323,10 +321,7 @@ mod tests {
                 check_id: id.into(),
                 kind: kind.into(),
                 status: status as i32,
-                metrics: metrics
-                    .iter()
-                    .map(|(name, value)| (name.to_string(), *value))
-                    .collect::<HashMap<_, _>>(),
+                metrics: metrics.iter().map(|(name, value)| (name.to_string(), *value)).collect(),
                 message: message.into(),
                 interval_ms: 0,
             };

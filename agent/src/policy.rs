@@ -44,7 +44,7 @@
 //! (policy checks running) and `conflicts` (policy checks shadowed by local ones), or
 //! UNKNOWN with the refusal.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -339,7 +339,7 @@ impl PolicyStatus {
                 check_id: CHECK_ID.into(),
                 kind: KIND.into(),
                 status: ProbeStatus::Unknown as i32,
-                metrics: HashMap::new(),
+                metrics: BTreeMap::new(),
                 message: truncate(&format!("{refused}; still running: {running}"), 1024),
                 interval_ms: 0,
             },
@@ -347,7 +347,7 @@ impl PolicyStatus {
                 check_id: CHECK_ID.into(),
                 kind: KIND.into(),
                 status: ProbeStatus::Ok as i32,
-                metrics: HashMap::from([
+                metrics: BTreeMap::from([
                     ("version".to_owned(), self.version as f64),
                     ("checks".to_owned(), self.checks as f64),
                     ("conflicts".to_owned(), self.conflicts as f64),

@@ -7,7 +7,7 @@
 //!    business hours start the held P3 is released exactly once, also across a collector
 //!    restart (kill -9) in between.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -81,7 +81,7 @@ fn disk_report(seq: u64, check: &str, used_pct: f64) -> AgentMessage {
             check_id: check.into(),
             kind: "disk".into(),
             status: ProbeStatus::Ok as i32,
-            metrics: HashMap::from([("used_pct".to_owned(), used_pct)]),
+            metrics: BTreeMap::from([("used_pct".to_owned(), used_pct)]),
             message: String::new(),
             interval_ms: 10_000,
         }],

@@ -2,7 +2,7 @@
 //! the client certificate. Uses a raw gRPC client so the test controls exactly what the
 //! payload claims.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -83,7 +83,7 @@ fn full_disk_report(seq: u64) -> AgentMessage {
             check_id: "disk:/data".into(),
             kind: "disk".into(),
             status: ProbeStatus::Ok as i32,
-            metrics: HashMap::from([("used_pct".to_owned(), 99.0)]),
+            metrics: BTreeMap::from([("used_pct".to_owned(), 99.0)]),
             message: String::new(),
             interval_ms: 10_000,
         }],

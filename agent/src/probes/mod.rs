@@ -14,7 +14,7 @@
 //! The agent runs every configured unit ([`ProbeUnit`]) as its own task on its own
 //! interval with jitter (`crate::sampler`), so a slow probe never delays another.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -163,14 +163,14 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 pub(crate) fn ok_result(
     check_id: String,
     kind: &str,
-    metrics: HashMap<String, f64>,
+    metrics: impl IntoIterator<Item = (String, f64)>,
     message: String,
 ) -> CheckResult {
     CheckResult {
         check_id,
         kind: kind.to_owned(),
         status: ProbeStatus::Ok as i32,
-        metrics,
+        metrics: metrics.into_iter().collect(),
         message,
         // Set by the sampler, which knows the unit's interval.
         interval_ms: 0,
@@ -184,7 +184,7 @@ pub(crate) fn unknown_result(check_id: String, kind: &str, reason: String) -> Ch
         check_id,
         kind: kind.to_owned(),
         status: ProbeStatus::Unknown as i32,
-        metrics: HashMap::new(),
+        metrics: BTreeMap::new(),
         message: reason,
         interval_ms: 0,
     }

@@ -21,7 +21,7 @@ fn result(check: &str, kind: &str, metric: &str, value: f64) -> CheckResult {
         check_id: check.into(),
         kind: kind.into(),
         status: ProbeStatus::Ok as i32,
-        metrics: HashMap::from([(metric.to_owned(), value)]),
+        metrics: BTreeMap::from([(metric.to_owned(), value)]),
         message: String::new(),
         interval_ms: 10_000,
     }

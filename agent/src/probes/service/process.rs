@@ -239,7 +239,7 @@ impl ProcessWatch {
             }
             None => format!("no process {}", self.matcher.describe()),
         };
-        let metrics = metrics.into_iter().map(|(key, value)| (key.to_owned(), value)).collect();
+        let metrics = metrics.into_iter().map(|(key, value)| (key.to_owned(), value));
         ok_result(check_id, KIND, metrics, message)
     }
 
