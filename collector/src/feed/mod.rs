@@ -14,6 +14,10 @@
 //! the cursor moves to just below the oldest unacked event sent. Acks above it that are
 //! not yet contiguous live in memory only; after a collector restart those events come
 //! again (at-least-once; consumers dedupe on the id).
+//!
+//! Acks are read whenever the subscription waits, also while it waits for room to send:
+//! a subscriber may block on sending an ack until we read (HTTP/2 flow control runs
+//! both ways), so waiting only for the subscriber to read would deadlock both.
 
 pub mod client;
 
@@ -153,19 +157,55 @@ struct InFlight {
     due: tokio::time::Instant,
 }
 
+/// How a subscription ends.
+enum Ending {
+    /// The subscriber went away (the reason is logged).
+    Gone(&'static str),
+    /// An error status for the subscriber.
+    Failed(Status),
+}
+
+impl From<Status> for Ending {
+    fn from(status: Status) -> Self {
+        Ending::Failed(status)
+    }
+}
+
+/// One subscription: its streams, where it is, and what is in flight.
+///
+/// The subscriber's acks are read whenever we wait for it, including while we wait to
+/// send: a subscriber that acks each event as it reads it blocks on sending that ack
+/// once the server stops reading (HTTP/2 flow control runs both ways), and if we only
+/// waited for room to send, both sides would wait forever. Reading acks costs nothing
+/// to buffer: they only remove positions from `in_flight`.
+struct Delivery<'a> {
+    shared: &'a Shared,
+    key: &'a str,
+    tenant: Option<String>,
+    reader: Arc<Mutex<Reader>>,
+    max_in_flight: usize,
+    ack_timeout: Duration,
+    inbound: Streaming<FeedRequest>,
+    outbound: &'a mpsc::Sender<Result<FeedMessage, Status>>,
+    token: &'a CancellationToken,
+    /// The durable cursor as last written.
+    cursor: i64,
+    /// Every event up to here was read from the queue (sent, or another tenant's).
+    read_through: i64,
+    in_flight: BTreeMap<i64, InFlight>,
+    /// Acks counted since the cursor was last written.
+    acked_unflushed: u64,
+}
+
 async fn serve(
     shared: &Shared,
     operator: &OperatorIdentity,
     key: &str,
     subscribe: Subscribe,
-    mut inbound: Streaming<FeedRequest>,
+    inbound: Streaming<FeedRequest>,
     outbound: &mpsc::Sender<Result<FeedMessage, Status>>,
     token: &CancellationToken,
 ) -> Result<&'static str, Status> {
-    let unavailable = |error: StoreError| {
-        tracing::error!(consumer = key, %error, "feed: store unavailable");
-        Status::unavailable("collector storage unavailable; retry")
-    };
     let start = match subscribe.start() {
         StartFrom::Latest => StartAt::Latest,
         StartFrom::Earliest => StartAt::Earliest,
@@ -178,144 +218,239 @@ async fn serve(
         0 => DEFAULT_ACK_TIMEOUT,
         ms => Duration::from_millis(u64::from(ms)).max(MIN_ACK_TIMEOUT),
     };
-    let mut cursor = shared.store.register_consumer(key, start).await.map_err(unavailable)?;
-    let reader = Arc::new(Mutex::new(Reader::open(&shared.data_dir).map_err(unavailable)?));
-    let tenant = operator.tenant.clone();
-
-    let pruned = blocking(&reader, |reader| reader.pruned_through()).await.map_err(unavailable)?;
-    if pruned > cursor {
-        tracing::warn!(consumer = key, from = cursor + 1, to = pruned, "feed consumer fell behind retention");
-        send(
-            outbound,
-            feed_message::Msg::Gap(FeedGap {
-                from_pos: cursor + 1,
-                to_pos: pruned,
-                reason: "deleted by retention before this consumer read them".into(),
-            }),
-        )
-        .await?;
-    }
-
-    let mut head = shared.store.head();
-    let mut read_through = cursor;
-    let mut in_flight: BTreeMap<i64, InFlight> = BTreeMap::new();
-    let mut acked_unflushed: u64 = 0;
-    let mut idle_sent_at: Option<i64> = None;
-    let mut ticker = tokio::time::interval(REDELIVERY_TICK);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let outcome = loop {
-        // Fill the window.
-        let room = max_in_flight.saturating_sub(in_flight.len());
-        if room > 0 && *head.borrow_and_update() > read_through {
-            let after = read_through;
-            let tenant_filter = tenant.clone();
-            let (rows, scanned_through) = blocking(&reader, move |reader| {
-                let head = reader.head()?;
-                let rows = match &tenant_filter {
-                    None => reader.events_after(after, room)?,
-                    Some(tenant) => reader.tenant_events_after(tenant, after, room)?,
-                };
-                // Fewer rows than asked: everything up to the head was seen (the other
-                // tenants' events are skipped, not pending).
-                let through = if rows.len() < room {
-                    head.max(rows.last().map_or(after, |row| row.pos))
-                } else {
-                    rows.last().map_or(after, |row| row.pos)
-                };
-                Ok((rows, through))
-            })
-            .await
-            .map_err(unavailable)?;
-            read_through = scanned_through.max(read_through);
-            for EventRow { pos, body } in rows {
-                let id = event_id(&body);
-                let entry =
-                    InFlight { id, json: body, delivery: 1, due: tokio::time::Instant::now() + ack_timeout };
-                send_event(outbound, pos, &entry).await?;
-                in_flight.insert(pos, entry);
-            }
-        }
-        // Everything queued so far was sent: say so once per head (a client that wants
-        // only what is there, like `alerts tail` without --follow, stops on it).
-        if in_flight.len() < max_in_flight && idle_sent_at != Some(read_through) {
-            send(outbound, feed_message::Msg::Idle(FeedIdle { head: read_through })).await?;
-            idle_sent_at = Some(read_through);
-        }
-        // The cursor: just below the oldest unacked event, or all that was read.
-        let new_cursor = in_flight.keys().next().map_or(read_through, |oldest| oldest - 1);
-        if new_cursor > cursor || acked_unflushed > 0 {
-            shared
-                .store
-                .advance_consumer(ConsumerUpdate {
-                    consumer: key.to_owned(),
-                    acked_pos: new_cursor,
-                    delivered: acked_unflushed,
-                    dead_letters: Vec::new(),
-                })
-                .await
-                .map_err(unavailable)?;
-            cursor = new_cursor.max(cursor);
-            acked_unflushed = 0;
-        }
-        tokio::select! {
-            () = token.cancelled() => {
-                break if shared.shutdown.is_cancelled() {
-                    Err(Status::unavailable("collector shutting down; reconnect"))
-                } else {
-                    Err(Status::aborted("another subscription took over this consumer"))
-                };
-            }
-            changed = head.changed(), if in_flight.len() < max_in_flight => {
-                if changed.is_err() {
-                    break Err(Status::unavailable("collector shutting down; reconnect"));
-                }
-            }
-            _ = ticker.tick() => {
-                let now = tokio::time::Instant::now();
-                let due: Vec<i64> = in_flight.iter().filter(|(_, entry)| entry.due <= now).map(|(pos, _)| *pos).collect();
-                for pos in due {
-                    if let Some(entry) = in_flight.get_mut(&pos) {
-                        entry.delivery += 1;
-                        entry.due = now + ack_timeout;
-                        tracing::debug!(consumer = key, pos, delivery = entry.delivery, "feed: redelivering an unacked event");
-                        send_event(outbound, pos, entry).await?;
-                    }
-                }
-            }
-            message = inbound.message() => match message {
-                Ok(Some(FeedRequest { msg: Some(feed_request::Msg::Ack(ack)) })) => {
-                    if ack.positions.len() > MAX_ACK_POSITIONS {
-                        break Err(Status::invalid_argument("too many positions in one ack"));
-                    }
-                    for pos in ack.positions {
-                        if in_flight.remove(&pos).is_some() {
-                            acked_unflushed += 1;
-                        }
-                    }
-                }
-                Ok(Some(_)) => break Err(Status::invalid_argument("only acks may follow subscribe")),
-                Ok(None) => break Ok("subscriber closed the stream"),
-                Err(status) => {
-                    tracing::debug!(consumer = key, code = ?status.code(), "feed inbound stream error");
-                    break Ok("stream error");
-                }
-            },
-        }
+    let cursor = shared.store.register_consumer(key, start).await.map_err(|error| unavailable(key, error))?;
+    let reader =
+        Arc::new(Mutex::new(Reader::open(&shared.data_dir).map_err(|error| unavailable(key, error))?));
+    let mut delivery = Delivery {
+        shared,
+        key,
+        tenant: operator.tenant.clone(),
+        reader,
+        max_in_flight,
+        ack_timeout,
+        inbound,
+        outbound,
+        token,
+        cursor,
+        read_through: cursor,
+        in_flight: BTreeMap::new(),
+        acked_unflushed: 0,
     };
+    let Err(ending) = delivery.run().await;
     // What was acked is recorded; what is in flight will come again.
-    let final_cursor = in_flight.keys().next().map_or(read_through, |oldest| oldest - 1);
-    if final_cursor > cursor || acked_unflushed > 0 {
+    let final_cursor = delivery.oldest_unacked_below();
+    if final_cursor > delivery.cursor || delivery.acked_unflushed > 0 {
         let update = ConsumerUpdate {
             consumer: key.to_owned(),
             acked_pos: final_cursor,
-            delivered: acked_unflushed,
+            delivered: delivery.acked_unflushed,
             dead_letters: Vec::new(),
         };
         if let Err(error) = shared.store.advance_consumer(update).await {
             tracing::warn!(consumer = key, %error, "feed: last acks not recorded; those events come again");
         }
     }
-    outcome
+    match ending {
+        Ending::Gone(reason) => Ok(reason),
+        Ending::Failed(status) => Err(status),
+    }
+}
+
+fn unavailable(key: &str, error: StoreError) -> Status {
+    tracing::error!(consumer = key, %error, "feed: store unavailable");
+    Status::unavailable("collector storage unavailable; retry")
+}
+
+impl Delivery<'_> {
+    /// Delivers until the subscription ends; returns why.
+    async fn run(&mut self) -> Result<std::convert::Infallible, Ending> {
+        let key = self.key;
+        let pruned = blocking(&self.reader, |reader| reader.pruned_through())
+            .await
+            .map_err(|error| unavailable(key, error))?;
+        if pruned > self.cursor {
+            tracing::warn!(
+                consumer = key,
+                from = self.cursor + 1,
+                to = pruned,
+                "feed consumer fell behind retention"
+            );
+            self.send(feed_message::Msg::Gap(FeedGap {
+                from_pos: self.cursor + 1,
+                to_pos: pruned,
+                reason: "deleted by retention before this consumer read them".into(),
+            }))
+            .await?;
+        }
+
+        let mut head = self.shared.store.head();
+        let mut idle_sent_at: Option<i64> = None;
+        let mut ticker = tokio::time::interval(REDELIVERY_TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            // Fill the window.
+            let room = self.max_in_flight.saturating_sub(self.in_flight.len());
+            if room > 0 && *head.borrow_and_update() > self.read_through {
+                let after = self.read_through;
+                let tenant_filter = self.tenant.clone();
+                let (rows, scanned_through) = blocking(&self.reader, move |reader| {
+                    let head = reader.head()?;
+                    let rows = match &tenant_filter {
+                        None => reader.events_after(after, room)?,
+                        Some(tenant) => reader.tenant_events_after(tenant, after, room)?,
+                    };
+                    // Fewer rows than asked: everything up to the head was seen (the other
+                    // tenants' events are skipped, not pending).
+                    let through = if rows.len() < room {
+                        head.max(rows.last().map_or(after, |row| row.pos))
+                    } else {
+                        rows.last().map_or(after, |row| row.pos)
+                    };
+                    Ok((rows, through))
+                })
+                .await
+                .map_err(|error| unavailable(key, error))?;
+                self.read_through = scanned_through.max(self.read_through);
+                for EventRow { pos, body } in rows {
+                    let entry = InFlight {
+                        id: event_id(&body),
+                        json: body,
+                        delivery: 1,
+                        due: tokio::time::Instant::now() + self.ack_timeout,
+                    };
+                    let message = event_message(pos, &entry);
+                    // In flight before it is sent: should the subscription end during the
+                    // send, the cursor stays below it.
+                    self.in_flight.insert(pos, entry);
+                    self.send(message).await?;
+                }
+            }
+            // Everything queued so far was sent: say so once per head (a client that wants
+            // only what is there, like `alerts tail` without --follow, stops on it).
+            if self.in_flight.len() < self.max_in_flight && idle_sent_at != Some(self.read_through) {
+                self.send(feed_message::Msg::Idle(FeedIdle { head: self.read_through })).await?;
+                idle_sent_at = Some(self.read_through);
+            }
+            let new_cursor = self.oldest_unacked_below();
+            if new_cursor > self.cursor || self.acked_unflushed > 0 {
+                self.shared
+                    .store
+                    .advance_consumer(ConsumerUpdate {
+                        consumer: key.to_owned(),
+                        acked_pos: new_cursor,
+                        delivered: self.acked_unflushed,
+                        dead_letters: Vec::new(),
+                    })
+                    .await
+                    .map_err(|error| unavailable(key, error))?;
+                self.cursor = new_cursor.max(self.cursor);
+                self.acked_unflushed = 0;
+            }
+            let window_full = self.in_flight.len() >= self.max_in_flight;
+            tokio::select! {
+                () = self.token.cancelled() => return Err(self.cancelled()),
+                changed = head.changed(), if !window_full => {
+                    if changed.is_err() {
+                        return Err(Status::unavailable("collector shutting down; reconnect").into());
+                    }
+                }
+                _ = ticker.tick() => self.redeliver_due().await?,
+                request = self.inbound.message() => {
+                    self.take(request)?;
+                    self.take_arrived().await?;
+                }
+            }
+        }
+    }
+
+    /// The cursor: just below the oldest unacked event, or all that was read.
+    fn oldest_unacked_below(&self) -> i64 {
+        self.in_flight.keys().next().map_or(self.read_through, |oldest| oldest - 1)
+    }
+
+    /// Sends again every event whose ack is overdue.
+    async fn redeliver_due(&mut self) -> Result<(), Ending> {
+        let now = tokio::time::Instant::now();
+        let due: Vec<i64> =
+            self.in_flight.iter().filter(|(_, entry)| entry.due <= now).map(|(pos, _)| *pos).collect();
+        for pos in due {
+            // Acks read while sending the previous ones may have taken it.
+            let Some(entry) = self.in_flight.get_mut(&pos) else { continue };
+            entry.delivery += 1;
+            entry.due = now + self.ack_timeout;
+            tracing::debug!(
+                consumer = self.key,
+                pos,
+                delivery = entry.delivery,
+                "feed: redelivering an unacked event"
+            );
+            let message = event_message(pos, entry);
+            self.send(message).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends one message, reading (and applying) the subscriber's acks while there is no
+    /// room to send; a takeover or shutdown ends the wait.
+    async fn send(&mut self, msg: feed_message::Msg) -> Result<(), Ending> {
+        loop {
+            tokio::select! {
+                biased;
+                () = self.token.cancelled() => return Err(self.cancelled()),
+                permit = self.outbound.reserve() => {
+                    let permit = permit.map_err(|_| Status::cancelled("subscriber went away"))?;
+                    permit.send(Ok(FeedMessage { msg: Some(msg) }));
+                    return Ok(());
+                }
+                request = self.inbound.message() => self.take(request)?,
+            }
+        }
+    }
+
+    /// Applies the acks that have already arrived, without waiting for more (one cursor
+    /// write then covers all of them).
+    async fn take_arrived(&mut self) -> Result<(), Ending> {
+        loop {
+            tokio::select! {
+                biased;
+                request = self.inbound.message() => self.take(request)?,
+                () = std::future::ready(()) => return Ok(()),
+            }
+        }
+    }
+
+    /// Applies one message from the subscriber: an ack frees its positions (positions not
+    /// in flight, acked twice or never sent, are ignored); anything else ends it.
+    fn take(&mut self, request: Result<Option<FeedRequest>, Status>) -> Result<(), Ending> {
+        match request {
+            Ok(Some(FeedRequest { msg: Some(feed_request::Msg::Ack(ack)) })) => {
+                if ack.positions.len() > MAX_ACK_POSITIONS {
+                    return Err(Status::invalid_argument("too many positions in one ack").into());
+                }
+                for pos in ack.positions {
+                    if self.in_flight.remove(&pos).is_some() {
+                        self.acked_unflushed += 1;
+                    }
+                }
+                Ok(())
+            }
+            Ok(Some(_)) => Err(Status::invalid_argument("only acks may follow subscribe").into()),
+            Ok(None) => Err(Ending::Gone("subscriber closed the stream")),
+            Err(status) => {
+                tracing::debug!(consumer = self.key, code = ?status.code(), "feed inbound stream error");
+                Err(Ending::Gone("stream error"))
+            }
+        }
+    }
+
+    /// Why the token was cancelled: the collector stops, or a new subscription took over.
+    fn cancelled(&self) -> Ending {
+        Ending::Failed(if self.shared.shutdown.is_cancelled() {
+            Status::unavailable("collector shutting down; reconnect")
+        } else {
+            Status::aborted("another subscription took over this consumer")
+        })
+    }
 }
 
 /// The `id` field of a stored event (the store wrote it; it always parses).
@@ -327,31 +462,13 @@ fn event_id(json: &str) -> String {
     serde_json::from_str::<IdOnly>(json).map(|only| only.id).unwrap_or_default()
 }
 
-async fn send_event(
-    outbound: &mpsc::Sender<Result<FeedMessage, Status>>,
-    pos: i64,
-    entry: &InFlight,
-) -> Result<(), Status> {
-    send(
-        outbound,
-        feed_message::Msg::Event(FeedEvent {
-            pos,
-            id: entry.id.clone(),
-            json: entry.json.clone(),
-            delivery: entry.delivery,
-        }),
-    )
-    .await
-}
-
-async fn send(
-    outbound: &mpsc::Sender<Result<FeedMessage, Status>>,
-    msg: feed_message::Msg,
-) -> Result<(), Status> {
-    outbound
-        .send(Ok(FeedMessage { msg: Some(msg) }))
-        .await
-        .map_err(|_| Status::cancelled("subscriber went away"))
+fn event_message(pos: i64, entry: &InFlight) -> feed_message::Msg {
+    feed_message::Msg::Event(FeedEvent {
+        pos,
+        id: entry.id.clone(),
+        json: entry.json.clone(),
+        delivery: entry.delivery,
+    })
 }
 
 /// Runs a read on the blocking pool with the subscription's own connection.
@@ -367,3 +484,6 @@ async fn blocking<T: Send + 'static>(
     .await
     .map_err(|_| StoreError::WriterGone)?
 }
+
+#[cfg(test)]
+mod tests;
