@@ -150,8 +150,11 @@ pub struct Limits {
     pub max_message_bytes: usize,
     pub max_results_per_report: usize,
     pub max_connections: NonZeroU32,
+    /// Handshakes doing their CPU work (key exchange, signature, client-certificate
+    /// verification) at once. Waiting for a ClientHello takes no slot.
     pub max_concurrent_handshakes: NonZeroU32,
     pub max_streams_per_connection: NonZeroU32,
+    /// The whole TLS handshake, counted from accept (ClientHello, slot wait, the rest).
     pub handshake_timeout: Duration,
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
