@@ -4,10 +4,17 @@
 //! name and status, plus the command line when matching on it) and hands the matching
 //! pids to the exit watch ([`super::exits`]), which sees them go away between samples.
 //! Processes are identified by (pid, start time) so a recycled pid is a new process.
+//!
+//! Name scans are shared: every `process = …` check of an agent samples at the same
+//! moment of its interval, and reading `/proc` for every process was most of the agent's
+//! CPU per cycle (README "Performance"), so a name scan younger than
+//! [`SHARED_SCAN_MAX_AGE`] is reused. A sample that follows an observed exit always scans
+//! afresh (the shared one may predate the exit) and shares that scan in turn.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use nightowl_proto::CheckResult;
 use regex::Regex;
@@ -118,25 +125,60 @@ fn name_is(name: &OsStr, wanted: &str) -> bool {
 /// One matching process: (pid, start time in unix seconds).
 type Instance = (u32, u64);
 
-/// Scans the process table (blocking: run it off the runtime).
-fn scan(matcher: &Matcher) -> Result<Vec<Instance>, String> {
+/// How old a shared name scan may be and still be used by another check.
+pub(super) const SHARED_SCAN_MAX_AGE: Duration = Duration::from_millis(500);
+
+/// The latest name-only scan of the process table and when it was taken.
+static SHARED_NAME_SCAN: Mutex<Option<(Instant, Arc<System>)>> = Mutex::new(None);
+
+/// Reads the whole process table with `kind`.
+fn read_table(kind: ProcessRefreshKind) -> Result<System, String> {
     let mut system = System::new().map_err(|error| format!("cannot read the process table: {error}"))?;
-    system.refresh_processes_specifics(ProcessesToUpdate::All, true, matcher.refresh_kind());
+    system.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
+    Ok(system)
+}
+
+/// A name-only scan: the shared one if it is recent and `fresh` is not asked for,
+/// else a new one that becomes the shared one. Concurrent callers wait for one scan.
+fn shared_name_table(kind: ProcessRefreshKind, fresh: bool) -> Result<Arc<System>, String> {
+    let mut shared = SHARED_NAME_SCAN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !fresh
+        && let Some((taken, table)) = shared.as_ref()
+        && taken.elapsed() <= SHARED_SCAN_MAX_AGE
+    {
+        return Ok(Arc::clone(table));
+    }
+    let table = Arc::new(read_table(kind)?);
+    *shared = Some((Instant::now(), Arc::clone(&table)));
+    Ok(table)
+}
+
+/// Scans the process table (blocking: run it off the runtime). `fresh`: do not reuse a
+/// shared scan (this sample follows an exit the shared scan may predate).
+fn scan(matcher: &Matcher, fresh: bool) -> Result<Vec<Instance>, String> {
+    let system = match matcher {
+        Matcher::Name(_) => shared_name_table(matcher.refresh_kind(), fresh)?,
+        Matcher::Cmdline(_) => Arc::new(read_table(matcher.refresh_kind())?),
+    };
     let own_pid = std::process::id();
     let usable = |process: &Process| {
         process.thread_kind().is_none()
             && !matches!(process.status(), ProcessStatus::Zombie | ProcessStatus::Dead)
             && process.pid().as_u32() != own_pid
     };
-    // Long names: read exe and argv of the few processes whose truncated name fits.
+    // Long names: read exe and argv of the few processes whose truncated name fits (into
+    // a table of their own: the scanned one may be shared).
     let candidates: Vec<sysinfo::Pid> = system
         .processes()
         .values()
         .filter(|process| usable(process) && matcher.needs_details(process))
         .map(Process::pid)
         .collect();
+    let mut details: Option<System> = None;
     if !candidates.is_empty() {
-        system.refresh_processes_specifics(
+        let mut detailed =
+            System::new().map_err(|error| format!("cannot read the process table: {error}"))?;
+        detailed.refresh_processes_specifics(
             ProcessesToUpdate::Some(&candidates),
             true,
             ProcessRefreshKind::nothing()
@@ -144,11 +186,19 @@ fn scan(matcher: &Matcher) -> Result<Vec<Instance>, String> {
                 .with_exe(UpdateKind::Always)
                 .with_cmd(UpdateKind::Always),
         );
+        details = Some(detailed);
     }
+    let matches = |process: &Process| match details.as_ref() {
+        // A candidate that exited meanwhile is gone from `details`: no match.
+        Some(details) if candidates.contains(&process.pid()) => {
+            details.process(process.pid()).is_some_and(|detailed| matcher.matches(detailed))
+        }
+        _ => matcher.matches(process),
+    };
     let mut found: Vec<Instance> = system
         .processes()
         .values()
-        .filter(|process| usable(process) && matcher.matches(process))
+        .filter(|process| usable(process) && matches(process))
         .map(|process| (process.pid().as_u32(), process.start_time()))
         .collect();
     found.sort_unstable();
@@ -184,6 +234,8 @@ pub(super) struct ProcessWatch {
     matcher: Arc<Matcher>,
     restarts: Restarts,
     exits: ExitWatch,
+    /// An exit was observed since the last sample: the next one scans afresh.
+    exited: bool,
 }
 
 impl ProcessWatch {
@@ -195,7 +247,12 @@ impl ProcessWatch {
             }
             ProcessMatch::Cmdline => Matcher::Cmdline(compile_cmdline(pattern)?),
         };
-        Ok(Self { matcher: Arc::new(matcher), restarts: Restarts::default(), exits: ExitWatch::new() })
+        Ok(Self {
+            matcher: Arc::new(matcher),
+            restarts: Restarts::default(),
+            exits: ExitWatch::new(),
+            exited: false,
+        })
     }
 
     /// Watches exits by polling even where pidfds work (to test that path).
@@ -207,7 +264,8 @@ impl ProcessWatch {
 
     pub(super) async fn sample(&mut self, check_id: String) -> CheckResult {
         let matcher = Arc::clone(&self.matcher);
-        let scanned = tokio::task::spawn_blocking(move || scan(&matcher)).await;
+        let fresh = std::mem::take(&mut self.exited);
+        let scanned = tokio::task::spawn_blocking(move || scan(&matcher, fresh)).await;
         let found = match scanned {
             Ok(Ok(found)) => found,
             Ok(Err(why)) => return unknown_result(check_id, KIND, why),
@@ -246,12 +304,37 @@ impl ProcessWatch {
     /// Resolves when a process seen by the last sample has exited.
     pub(super) async fn changed(&mut self) {
         self.exits.exited().await;
+        self.exited = true;
     }
 }
 
 #[cfg(test)]
 mod unit_tests {
     use super::*;
+
+    /// The shared scan must never hide an exit: a sample after an exit scans afresh,
+    /// and the scan it shares from then on no longer lists the process.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_fresh_scan_after_an_exit_is_what_later_samples_share() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!("nol-shr-{}", std::process::id() % 100_000);
+        let link = dir.path().join(&name);
+        std::os::unix::fs::symlink("/usr/bin/sleep", &link).unwrap();
+        let mut child = std::process::Command::new(&link).arg("300").spawn().unwrap();
+        let matcher = Matcher::Name(name.clone());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while scan(&matcher, true).unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "{name} never appeared");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Shared within its age: a second check's sample reuses it and sees the process.
+        assert_eq!(scan(&matcher, false).unwrap().len(), 1);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(scan(&matcher, true).unwrap().is_empty(), "a fresh scan lists an exited process");
+        assert!(scan(&matcher, false).unwrap().is_empty(), "the shared scan predates the exit");
+    }
 
     #[test]
     fn restarts_count_a_loss_followed_by_a_new_process() {
