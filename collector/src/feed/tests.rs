@@ -102,6 +102,9 @@ async fn a_subscriber_that_acks_each_event_as_it_reads_gets_them_all() {
     let mut options = SubscribeOptions::new("one-by-one");
     options.earliest = true;
     options.max_in_flight = 4096;
+    // Redelivery adds to the pressure: events whose acks sit unread are sent again and
+    // acked again. With this, the code before the fix broke the subscription within ~3 s.
+    options.ack_timeout = Duration::from_secs(1);
     let mut subscription = Subscription::open(&collector.target, &options).await.unwrap();
     let mut received = BTreeSet::new();
     let mut last_pos = 0;
