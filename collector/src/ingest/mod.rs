@@ -26,11 +26,6 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
 pub use server::{TlsSetupError, server_tls_config};
-
-/// HTTP/2 receive window per stream: bounds what each agent can have buffered here.
-const STREAM_WINDOW_BYTES: u32 = 64 * 1024;
-/// HTTP/2 receive window per connection (an agent's session plus an operator's feed).
-const CONNECTION_WINDOW_BYTES: u32 = 128 * 1024;
 pub use session::{ValidatedReport, sample_time, validate_report};
 
 use crate::config::Limits;
@@ -278,13 +273,7 @@ impl Ingest {
             .http2_keepalive_timeout(Some(limits.keepalive_timeout))
             .http2_max_pending_accept_reset_streams(Some(64))
             .http2_max_local_error_reset_streams(Some(1024))
-            .http2_max_header_list_size(16 * 1024)
-            // What an agent may have in flight before the session reads it. hyper's
-            // default (1 MiB each) let an overloaded collector buffer ~1 MiB per agent:
-            // 4 GiB at 10,000 sessions in the throughput benchmark. An agent sends a few
-            // KB per interval, so 64 KiB per stream is ample even across a WAN.
-            .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
-            .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES));
+            .http2_max_header_list_size(16 * 1024);
         let served = server
             .add_service(service)
             .add_service(feed)
