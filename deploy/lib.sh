@@ -50,3 +50,14 @@ nightowl_start_collector() {
 # CPU time (user + system, clock ticks) and peak RSS (VmHWM, MiB) of a process.
 cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 hwm_mib() { awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
+
+# The drill binaries (agent, collector, nightowl-drill), built once: by deploy/drills/run.sh
+# for every drill, or by a drill run alone. Exports NIGHTOWL_BIN_DIR and
+# NIGHTOWL_DRILL_BUILT so the drills run.sh starts build nothing.
+nightowl_drill_build() {
+  if [ -n "${NIGHTOWL_DRILL_BUILT:-}" ]; then return 0; fi
+  cargo build --release -p nightowl-agent -p nightowl-collector -p nightowl-tests \
+    --bin nightowl-agent --bin nightowl-collector --bin nightowl-drill >&2 || return 1
+  export NIGHTOWL_BIN_DIR="${CARGO_TARGET_DIR:-$(pwd)/target}/release"
+  export NIGHTOWL_DRILL_BUILT=1
+}

@@ -6,11 +6,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
-if [ -z "${NIGHTOWL_DRILL_BUILT:-}" ]; then
-  cargo build --release -p nightowl-agent -p nightowl-collector -p nightowl-tests \
-    --bin nightowl-agent --bin nightowl-collector --bin nightowl-drill >&2
-  export NIGHTOWL_BIN_DIR="${CARGO_TARGET_DIR:-$root/target}/release"
-fi
+. deploy/lib.sh
+nightowl_drill_build
 # 2,000 held connections need descriptors on both ends (the collector inherits this).
 ulimit -n 8192 2>/dev/null || echo "abuse: cannot raise ulimit -n (now $(ulimit -n)); fewer half-open connections" >&2
 exec "$NIGHTOWL_BIN_DIR/nightowl-drill" abuse "$@"

@@ -6,11 +6,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
-if [ -z "${NIGHTOWL_DRILL_BUILT:-}" ]; then
-  cargo build --release -p nightowl-agent -p nightowl-collector -p nightowl-tests \
-    --bin nightowl-agent --bin nightowl-collector --bin nightowl-drill >&2
-  export NIGHTOWL_BIN_DIR="${CARGO_TARGET_DIR:-$root/target}/release"
-fi
+. deploy/lib.sh
+nightowl_drill_build
 if [ "$(id -u)" != 0 ]; then
   echo "drill partition: skip not root (network namespaces need root; run sudo ./deploy/drills/run.sh)"
   exit 0

@@ -24,11 +24,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 echo "drills: building release binaries once" >&2
-cargo build --release -p nightowl-agent -p nightowl-collector -p nightowl-tests \
-    --bin nightowl-agent --bin nightowl-collector --bin nightowl-drill >&2 || {
-  echo "drill build: fail cargo build failed"; exit 1; }
-export NIGHTOWL_BIN_DIR="${CARGO_TARGET_DIR:-$root/target}/release"
-export NIGHTOWL_DRILL_BUILT=1
+. deploy/lib.sh
+nightowl_drill_build || { echo "drill build: fail cargo build failed"; exit 1; }
 
 results=()
 failed=0
