@@ -115,6 +115,9 @@ pub(crate) struct Shared {
     /// takes the oldest one (exact as long as nothing is lost or emitted twice).
     expected: Mutex<HashMap<(u32, u32), VecDeque<Transition>>>,
     alerts_expected: AtomicU64,
+    /// Encoded reports by number of crossing checks: sessions with the same number send
+    /// the same results, so they share the bytes.
+    encoded: Mutex<HashMap<u32, workload::EncodedReports>>,
 }
 
 impl Shared {
@@ -125,6 +128,18 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .entry(kind.to_owned())
             .or_default() += 1;
+    }
+
+    /// The encoded reports of a session with `crossing` crossing checks.
+    fn encoded_reports(&self, crossing: u32) -> workload::EncodedReports {
+        let mut encoded = self.encoded.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let config = &self.config;
+        encoded
+            .entry(crossing)
+            .or_insert_with(|| {
+                workload::EncodedReports::new(config.results, crossing, config.interval.as_millis() as u32)
+            })
+            .clone()
     }
 
     fn expect_transitions(&self, session: u32, crossing: u32, firing: bool, sampled_at_ms: i64) {
@@ -215,6 +230,7 @@ pub async fn run(config: Config) -> Result<(Summary, Vec<ledger::LedgerRow>), Lo
         errors: Mutex::new(BTreeMap::new()),
         expected: Mutex::new(HashMap::new()),
         alerts_expected: AtomicU64::new(0),
+        encoded: Mutex::new(HashMap::new()),
         config: config.clone(),
     });
     let done = tokio_util::sync::CancellationToken::new();

@@ -6,7 +6,8 @@
 //!
 //! Reports are made on schedule whether or not the session is up (as the agent's
 //! sampler fills its spool); only their seq and sample time are kept until acked, the
-//! report itself is rebuilt from them when sent (`workload::report`).
+//! report itself is made from them when sent (`workload::EncodedReports`: encoded once
+//! per session kind, so sending costs a copy, not an encoding).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -14,12 +15,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use bytes::{BufMut, Bytes};
 use nightowl_agent::session::Backoff;
-use nightowl_proto::v1::collector_client::CollectorClient;
 use nightowl_proto::{AgentMessage, CollectorMessage, Hello, collector_message};
+use prost::Message;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use super::{Shared, workload};
@@ -53,6 +57,8 @@ struct State {
     sent: u64,
     generating: bool,
     ack_micros: Vec<u64>,
+    /// This session's reports, encoded once (`workload::EncodedReports`).
+    encoded: workload::EncodedReports,
 }
 
 impl State {
@@ -119,6 +125,7 @@ pub async fn run(shared: Arc<Shared>, index: u32, cert_pem: String, key_pem: Str
         sent: 0,
         generating: true,
         ack_micros: Vec::new(),
+        encoded: shared.encoded_reports(crossing),
     };
     // Spread the sessions' report times over the interval.
     let phase = config.interval.mul_f64(fastrand::f64());
@@ -234,8 +241,8 @@ async fn connection(
         return Ok(());
     };
     let channel = connected.map_err(|error| connect_error(&error))?;
-    let mut client = CollectorClient::new(channel);
-    let (outbound, receiver) = mpsc::channel::<AgentMessage>(WINDOW as usize + 16);
+    let mut client = tonic::client::Grpc::new(channel);
+    let (outbound, receiver) = mpsc::channel::<Bytes>(WINDOW as usize + 16);
     let hello = Hello {
         hostname: format!("loadgen-{}", state.index),
         os: "loadgen".to_owned(),
@@ -244,8 +251,13 @@ async fn connection(
         stream_id: stream_id.to_owned(),
         ..Default::default()
     };
-    outbound.send(AgentMessage::hello(hello)).await.map_err(|_| "stream")?;
-    let opened = generating_while(shared, state, ticker, client.session(ReceiverStream::new(receiver))).await;
+    outbound.send(AgentMessage::hello(hello).encode_to_vec().into()).await.map_err(|_| "stream")?;
+    let session = async {
+        client.ready().await.map_err(|error| Status::unavailable(error.to_string()))?;
+        let path = http::uri::PathAndQuery::from_static("/nightowl.v1.Collector/Session");
+        client.streaming(tonic::Request::new(ReceiverStream::new(receiver)), path, PreEncoded).await
+    };
+    let opened = generating_while(shared, state, ticker, session).await;
     let Some(opened) = opened else { return Ok(()) };
     // With TLS 1.3 a refused client certificate surfaces here, on the first RPC.
     let mut inbound = opened.map_err(|_| "connect")?.into_inner();
@@ -267,14 +279,8 @@ async fn connection(
             let Some(&(seq, sampled_at_ms)) = state.pending.iter().find(|(seq, _)| *seq > state.sent) else {
                 break;
             };
-            let report = workload::report(
-                seq,
-                sampled_at_ms,
-                config.results,
-                state.crossing,
-                config.interval.as_millis() as u32,
-            );
-            outbound.send(AgentMessage::report(report)).await.map_err(|_| "stream")?;
+            let report = state.encoded.agent_message(seq, sampled_at_ms);
+            outbound.send(report).await.map_err(|_| "stream")?;
             state.sent = seq;
             state.sent_max = state.sent_max.max(seq);
             state.in_flight.push_back((seq, Instant::now()));
@@ -285,7 +291,8 @@ async fn connection(
         tokio::select! {
             _ = ticker.tick(), if state.generating => state.generate(shared),
             _ = heartbeat.tick() => {
-                outbound.send(AgentMessage::heartbeat(now_ms())).await.map_err(|_| "stream")?;
+                let heartbeat = AgentMessage::heartbeat(now_ms()).encode_to_vec().into();
+                outbound.send(heartbeat).await.map_err(|_| "stream")?;
             }
             message = inbound.message() => match message {
                 Ok(Some(CollectorMessage { msg: Some(collector_message::Msg::Ack(ack)) })) => state.on_ack(ack.seq, shared),
@@ -295,6 +302,45 @@ async fn connection(
             },
             () = tokio::time::sleep_until(shared.hard_stop) => return Ok(()),
         }
+    }
+}
+
+/// The session's gRPC codec: sends `AgentMessage`s already encoded (reports from
+/// `workload::EncodedReports`), decodes `CollectorMessage`s with prost.
+#[derive(Debug, Default, Clone, Copy)]
+struct PreEncoded;
+
+impl Codec for PreEncoded {
+    type Encode = Bytes;
+    type Decode = CollectorMessage;
+    type Encoder = PreEncoded;
+    type Decoder = PreEncoded;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        PreEncoded
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        PreEncoded
+    }
+}
+
+impl Encoder for PreEncoded {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for PreEncoded {
+    type Item = CollectorMessage;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<CollectorMessage>, Status> {
+        CollectorMessage::decode(src).map(Some).map_err(|error| Status::internal(error.to_string()))
     }
 }
 

@@ -12,7 +12,10 @@
 //! `[flapping]` settings, 6 changes in 10 min; the benchmark and drill scripts run the
 //! collector with flap detection raised out of the way.)
 
+use bytes::{BufMut, Bytes, BytesMut};
 use nightowl_proto::{CheckResult, ProbeStatus, Report};
+use prost::Message;
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 
 /// The rule that the crossing checks fire and resolve.
 pub const RULE: &str = "disk_used_pct";
@@ -74,6 +77,46 @@ pub fn report(seq: u64, sampled_at_ms: i64, results: u32, crossing: u32, interva
     }
 }
 
+/// A session's reports, encoded once: the `results` of a firing and of a resolving
+/// report as protobuf bytes, so that sending report `seq` costs two varints and a copy
+/// instead of building and encoding R results (the load generator shares the cores
+/// with the collector it measures; every cycle it spends is one the collector lacks).
+///
+/// Protobuf lets a message's fields come in any order and concatenated encodings merge,
+/// so `seq` and `sampled_at_ms` followed by the pre-encoded `results` field is exactly
+/// the encoding of [`report`] (a test holds them equal).
+#[derive(Debug, Clone)]
+pub struct EncodedReports {
+    high: Bytes,
+    low: Bytes,
+}
+
+impl EncodedReports {
+    pub fn new(results: u32, crossing: u32, interval_ms: u32) -> Self {
+        // A report with seq 0 and sampled_at_ms 0 encodes as nothing but its results.
+        let results_of = |seq| {
+            let only_results = Report { seq: 0, ..report(seq, 0, results, crossing, interval_ms) };
+            Bytes::from(only_results.encode_to_vec())
+        };
+        EncodedReports { high: results_of(1), low: results_of(2) }
+    }
+
+    /// The encoded `AgentMessage { report }` of report `seq`.
+    pub fn agent_message(&self, seq: u64, sampled_at_ms: i64) -> Bytes {
+        let results = if fires(seq) { &self.high } else { &self.low };
+        let head = Report { seq, sampled_at_ms, ..Default::default() };
+        let report_len = head.encoded_len() + results.len();
+        let mut buffer = BytesMut::with_capacity(report_len + 16);
+        // AgentMessage.report is field 2 (length-delimited).
+        encode_key(2, WireType::LengthDelimited, &mut buffer);
+        encode_varint(report_len as u64, &mut buffer);
+        head.encode(&mut buffer).expect("capacity reserved");
+        buffer.put_slice(results);
+        debug_assert_eq!(buffer.len(), 1 + encoded_len_varint(report_len as u64) + report_len);
+        buffer.freeze()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +147,17 @@ mod tests {
         assert_eq!(check_index(&check_id(17)), Some(17));
         assert_eq!(check_index("disk:/var"), None);
         assert_eq!(agent_id("lg-", 7), "lg-00007");
+    }
+
+    #[test]
+    fn pre_encoded_reports_are_the_reports() {
+        use nightowl_proto::AgentMessage;
+        let encoded = EncodedReports::new(50, 3, 1000);
+        for (seq, sampled_at_ms) in [(1u64, 1_700_000_000_123i64), (2, 1_700_000_001_456), (4_000_001, 0)] {
+            let bytes = encoded.agent_message(seq, sampled_at_ms);
+            let expected = AgentMessage::report(report(seq, sampled_at_ms, 50, 3, 1000));
+            assert_eq!(AgentMessage::decode(bytes.clone()).expect("decodes"), expected, "seq {seq}");
+            assert_eq!(bytes.as_ref(), expected.encode_to_vec().as_slice(), "seq {seq}: same bytes");
+        }
     }
 }
