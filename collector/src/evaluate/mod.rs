@@ -139,6 +139,15 @@ impl CheckState {
             && self.changes.is_empty()
     }
 
+    /// Settled at OK, as a check that never crossed a threshold: the same as no state
+    /// at all, which is how it is kept (not in memory, not in `check_states`). Most of
+    /// an agent's checks are in this state almost always; keeping one state per (check,
+    /// rule) for them cost ~1.5 KiB per check and a row write per rule on first sight.
+    /// (Only the last value is lost, and nothing reads that of an OK state.)
+    pub fn pristine(&self) -> bool {
+        self.settled_at(Level::Ok) && self.started_at.is_none()
+    }
+
     /// Equal apart from the last value: nothing worth a write.
     fn same_machine(&self, other: &CheckState) -> bool {
         self.level == other.level
@@ -363,7 +372,9 @@ impl AgentEvaluator {
         rules: Arc<RuleSet>,
         states: HashMap<StateKey, CheckState>,
     ) -> Self {
-        let states = states.into_iter().collect();
+        // Pristine states written by earlier versions: the same as none (their rows stay
+        // until the state next changes; nothing counts OK rows).
+        let states = states.into_iter().filter(|(_, state)| !state.pristine()).collect();
         Self { identity, labels, rules, effective: HashMap::new(), states, seen: HashMap::new() }
     }
 
@@ -507,6 +518,14 @@ impl AgentEvaluator {
                         }
                         continue;
                     }
+                } else if match value {
+                    Some(value) if value.is_finite() => rule.next_level(Level::Ok, value) == Level::Ok,
+                    None => rule.missing == Missing::Ok,
+                    Some(_) => false,
+                } {
+                    // No state is a pristine OK one (see `CheckState::pristine`), and it
+                    // stays one: nothing to keep, nothing to write.
+                    continue;
                 }
                 let state = current.cloned().unwrap_or_else(|| CheckState::ok(value.unwrap_or_default()));
                 let (target, value) = match value {
@@ -537,15 +556,26 @@ impl AgentEvaluator {
                     if let Some(state) = working.get_mut(check, &rule.name) {
                         *state = next;
                     }
-                } else if known(&rule.name).is_none_or(|known| !known.same_machine(&next)) {
+                } else if match known(&rule.name) {
+                    None => !next.pristine(),
+                    Some(known) => !known.same_machine(&next),
+                } {
                     working.insert(StateKey { check: check.to_owned(), rule: rule.name.clone() }, next);
                 }
             }
         }
         for (key, state) in working.into_states() {
+            let change = if !state.pristine() {
+                StateChange::Set(state)
+            } else if self.states.get(&key.check, &key.rule).is_some() {
+                // Back to pristine (e.g. resolved and its flap history aged out): forget it.
+                StateChange::Remove
+            } else {
+                continue;
+            };
             let fingerprint =
                 alert::fingerprint(&self.identity.tenant, &self.identity.agent, &key.check, &key.rule);
-            evaluation.updates.push(StateUpdate::set(key, fingerprint, state));
+            evaluation.updates.push(StateUpdate { key, fingerprint, change });
         }
         evaluation.updates.sort_by(|a, b| a.key.cmp(&b.key));
         evaluation

@@ -441,9 +441,8 @@ fn a_retired_ok_check_is_removed_without_an_event() {
     let retired =
         evaluator.retire(&["service:web".to_owned(), "service:never-seen".to_owned()], at(5), at(5));
     assert!(retired.events.is_empty(), "{:?}", retired.events);
-    assert!(!retired.updates.is_empty());
-    assert!(retired.updates.iter().all(|update| update.key.check == "service:web"));
-    evaluator.apply(retired.updates);
+    // A check that never left OK has no state to remove.
+    assert!(retired.updates.is_empty(), "{:?}", retired.updates);
     assert!(evaluator.tick(at(300)).events.is_empty(), "no no_data for a retired check");
 }
 
@@ -469,13 +468,10 @@ fn the_agent_cannot_retire_its_offline_state() {
 fn settled_states_write_nothing_and_same_report_values_still_chain() {
     let rules = RuleSet::defaults();
     let mut evaluator = AgentEvaluator::new(identity(), BTreeMap::new(), rules, HashMap::new());
-    // First sight: the OK states are new (one per rule that applies), so they are written.
+    // First sight at OK: a pristine state is the same as none, so nothing is kept.
     let first = evaluator.evaluate(&[disk(40.0)], at(0), at(0));
-    assert!(first.events.is_empty());
-    let rules: Vec<&str> = first.updates.iter().map(|update| update.key.rule.as_str()).collect();
-    assert!(rules.contains(&"disk_used_pct"), "{rules:?}");
-    evaluator.apply(first.updates);
-    // Settled at OK: any OK value changes nothing durable.
+    assert!(first.events.is_empty() && first.updates.is_empty(), "{first:?}");
+    // Any OK value changes nothing durable.
     for (second, value) in [(10, 41.0), (20, 60.0), (30, 12.5)] {
         let steady = evaluator.evaluate(&[disk(value)], at(second), at(second));
         assert!(steady.events.is_empty() && steady.updates.is_empty(), "{value}: {steady:?}");
@@ -500,4 +496,43 @@ fn settled_states_write_nothing_and_same_report_values_still_chain() {
     // when it is written next.
     let key = StateKey { check: "disk:/var".into(), rule: "disk_used_pct".into() };
     assert!(evaluator.state(&key).is_some_and(|state| state.level == Level::Critical));
+}
+
+/// Pristine OK states (never crossed, or resolved long enough ago that no flap history
+/// is left) are not kept: not on first sight, not from an older store, and a state that
+/// becomes pristine again is removed, durably and in memory.
+#[test]
+fn pristine_ok_states_are_not_kept() {
+    let key = StateKey { check: "disk:/var".into(), rule: "disk_used_pct".into() };
+    // A pristine row written by an earlier version is dropped at load; a firing one stays.
+    let down = StateKey { check: "service:web".into(), rule: "service_down".into() };
+    let firing = CheckState { level: Level::Critical, emitted: Level::Critical, ..CheckState::ok(0.0) };
+    let mut evaluator = AgentEvaluator::new(
+        identity(),
+        BTreeMap::new(),
+        RuleSet::defaults(),
+        HashMap::from([(key.clone(), CheckState::ok(40.0)), (down.clone(), firing)]),
+    );
+    assert!(evaluator.state(&key).is_none());
+    assert!(evaluator.state(&down).is_some());
+
+    let fired = evaluator.evaluate(&[disk(97.0)], at(0), at(0));
+    assert_eq!(fired.events.len(), 1);
+    evaluator.apply(fired.updates);
+    let resolved = evaluator.evaluate(&[disk(40.0)], at(10), at(10));
+    assert_eq!(resolved.events.iter().map(|event| event.status).collect::<Vec<_>>(), [Status::Resolved]);
+    evaluator.apply(resolved.updates);
+    // Resolved but with recent changes (flap detection): still kept.
+    assert!(evaluator.state(&key).is_some_and(|state| !state.changes.is_empty()));
+    let window = RuleSet::defaults().flapping.window.as_secs() as i64;
+    let later = evaluator.evaluate(&[disk(41.0)], at(20 + window), at(20 + window));
+    assert!(later.events.is_empty(), "{later:?}");
+    let removed: Vec<&StateUpdate> = later.updates.iter().filter(|update| update.key == key).collect();
+    assert_eq!(removed.len(), 1, "{:?}", later.updates);
+    assert_eq!(removed[0].change, StateChange::Remove);
+    evaluator.apply(later.updates);
+    assert!(evaluator.state(&key).is_none());
+    // And it fires again as from scratch.
+    let again = evaluator.evaluate(&[disk(97.0)], at(30 + window), at(30 + window));
+    assert_eq!(again.events.iter().map(|event| event.status).collect::<Vec<_>>(), [Status::Firing]);
 }
