@@ -15,6 +15,16 @@ use tokio_util::sync::CancellationToken;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Turns transparent huge pages off for this process. mimalloc madvises its regions for
+/// huge pages, and a 2 MiB page is resident as a whole however little of it is used:
+/// with 10,000 sessions' small buffers scattered over them that was a third of the
+/// collector's memory (10,000 sessions × 10 checks: 790 → 537 MiB, CPU not higher;
+/// README "Performance"). Best effort: a kernel without the flag keeps its default.
+fn no_huge_pages() {
+    #[cfg(target_os = "linux")]
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
+}
+
 /// Exit status for configuration errors (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 /// How long shutdown may take before we give up waiting for sessions.
@@ -163,6 +173,7 @@ enum AgentsCommand {
 }
 
 fn main() -> ExitCode {
+    no_huge_pages();
     let cli = Cli::parse();
     init_tracing();
     match cli.command {
