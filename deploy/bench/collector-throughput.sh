@@ -36,8 +36,8 @@ nightowl_collector_config "$work" --steady-rules \
 hz=$(getconf CLK_TCK)
 
 echo "nightowl collector throughput: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), results=$results interval=$interval duration=$duration crossing=$crossing"
-printf '%-7s %9s %11s %9s %9s %9s %9s %9s %8s %8s %8s %7s\n' \
-  SESSIONS UP RESULTS/S ACK_P50 ACK_P99 ALERT_P50 ALERT_P99 ERRORS COLL_CPU COLL_RSS LG_CPU LG_RSS
+printf '%-7s %9s %11s %9s %9s %9s %9s %9s %8s %8s %7s %8s %7s\n' \
+  SESSIONS UP RESULTS/S ACK_P50 ACK_P99 ALERT_P50 ALERT_P99 ERRORS COLL_CPU COLL_RSS US/RES LG_CPU LG_RSS
 for n in $sessions; do
   # A fresh collector per N: figures are not skewed by the previous run's state.
   rm -rf "$work/data"
@@ -55,15 +55,19 @@ import json, sys
 notes = []
 s = json.load(open(sys.argv[1])); ticks, hz, rss = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 wall = s["duration_s"]
-print("%-7d %9s %11.0f %9.1f %9.1f %9.1f %9.1f %9d %7.0f%% %6sMiB %7.0f%% %5.0fMiB" % (
+# Collector CPU per result: all its CPU time during the run over every result acked in
+# it; does not depend on how busy the machine is (unlike RESULTS/S at saturation).
+per_result = 1e6 * ticks / hz / max(s["results_acked"], 1)
+print("%-7d %9s %11.0f %9.1f %9.1f %9.1f %9.1f %9d %7.0f%% %6sMiB %7.2f %7.0f%% %5.0fMiB" % (
     s["sessions"], "%d/%d" % (s["sessions_up_peak"], s["sessions"]), s["results_per_s"],
     s["ack_latency"]["p50_ms"], s["ack_latency"]["p99_ms"],
     s["sample_to_alert"]["p50_ms"], s["sample_to_alert"]["p99_ms"], sum(s["errors"].values()),
-    100.0 * ticks / hz / wall, rss, 100.0 * s["loadgen_cpu_s"] / wall, s["loadgen_peak_rss_mib"]))
+    100.0 * ticks / hz / wall, rss, per_result, 100.0 * s["loadgen_cpu_s"] / wall, s["loadgen_peak_rss_mib"]))
 notes.append("  N=%d: errors %s, all up after %s ms, certificates issued in %d ms, %d/%d alerts seen" % (
     s["sessions"], json.dumps(s["errors"]), s["all_up_after_ms"], s["cert_issue_ms"], s["alerts_seen"], s["alerts_expected"]))
 open(sys.argv[5], "a").write("\n".join(notes) + "\n")
 PY
 done
 cat "$work/notes.txt"
-echo "(COLL_CPU / LG_CPU: CPU time over the run's duration, 100% = one core; RSS = peak (VmHWM); latencies in ms)"
+echo "(COLL_CPU / LG_CPU: CPU time over the run's duration, 100% = one core; RSS = peak (VmHWM); latencies in ms;"
+echo " US/RES: the collector's CPU microseconds per result acked, ramp and drain included)"
