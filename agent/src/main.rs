@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use nightowl_agent::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Exit status for configuration errors (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -160,15 +162,21 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// Logs to stderr, filtered by `RUST_LOG` ("warn", "info,nightowl_agent=debug": a default
+/// level and levels per target prefix); unset, empty or invalid means "info".
+/// `filter::Targets` rather than `EnvFilter`: the same directives minus span-field
+/// filters, without the regex engine `EnvFilter` carries (resident program text).
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|directives| !directives.trim().is_empty())
+        .and_then(|directives| directives.parse::<tracing_subscriber::filter::Targets>().ok())
+        .unwrap_or_else(|| tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO));
+    let format = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+        .with_target(false);
+    tracing_subscriber::registry().with(filter).with(format).init();
 }
 
 /// glibc's allocator gives each thread that allocates its own arena (up to 8 per core),
