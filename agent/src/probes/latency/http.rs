@@ -278,8 +278,7 @@ impl ServerCertVerifier for RecordingVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if let Ok((_, certificate)) = x509_parser::parse_x509_certificate(end_entity.as_ref()) {
-            let not_after = certificate.validity().not_after.timestamp();
+        if let Some(not_after) = not_after(end_entity.as_ref()) {
             *self.not_after.lock().unwrap_or_else(PoisonError::into_inner) = Some(not_after);
         }
         self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
@@ -306,4 +305,93 @@ impl ServerCertVerifier for RecordingVerifier {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
     }
+}
+
+/// The notAfter of a DER X.509 certificate, in unix seconds; `None` when `der` is not
+/// one. Only the path to the field is walked (RFC 5280 4.1: Certificate → tbsCertificate
+/// → [version], serialNumber, signature, issuer → validity → notBefore, notAfter), so
+/// this needs no X.509 library: the agent's program text is resident memory, and a full
+/// parser was ~100 KiB of it for one date.
+pub(super) fn not_after(der: &[u8]) -> Option<i64> {
+    const SEQUENCE: u8 = 0x30;
+    const VERSION: u8 = 0xa0; // [0] EXPLICIT, constructed
+    const INTEGER: u8 = 0x02;
+    let (certificate, _) = der_element(der, SEQUENCE)?;
+    let (tbs, _) = der_element(certificate, SEQUENCE)?;
+    let rest = match tbs.first() {
+        Some(&VERSION) => der_element(tbs, VERSION)?.1,
+        _ => tbs,
+    };
+    let (_serial, rest) = der_element(rest, INTEGER)?;
+    let (_signature, rest) = der_element(rest, SEQUENCE)?;
+    let (_issuer, rest) = der_element(rest, SEQUENCE)?;
+    let (validity, _) = der_element(rest, SEQUENCE)?;
+    let (_, _not_before, after_not_before) = der_any(validity)?;
+    let (tag, not_after, _) = der_any(after_not_before)?;
+    der_time(tag, not_after)
+}
+
+/// The content of the DER element at the start of `input` if its tag is `tag`, and what
+/// follows it.
+fn der_element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (found, content, rest) = der_any(input)?;
+    (found == tag).then_some((content, rest))
+}
+
+/// Tag, content and rest of the DER element at the start of `input` (single-byte tags,
+/// definite lengths of up to 4 bytes: what certificates use).
+fn der_any(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, mut rest) = rest.split_first()?;
+    let length = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 || rest.len() < count {
+            return None;
+        }
+        let (bytes, after) = rest.split_at(count);
+        rest = after;
+        bytes.iter().fold(0usize, |length, &byte| (length << 8) | usize::from(byte))
+    };
+    (rest.len() >= length).then(|| (tag, &rest[..length], &rest[length..]))
+}
+
+/// UTCTime (`YYMMDDHHMMSSZ`, 1950-2049) or GeneralizedTime (`YYYYMMDDHHMMSSZ`), the two
+/// forms RFC 5280 allows, as unix seconds.
+fn der_time(tag: u8, content: &[u8]) -> Option<i64> {
+    const UTC_TIME: u8 = 0x17;
+    const GENERALIZED_TIME: u8 = 0x18;
+    let digits = content.strip_suffix(b"Z")?;
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| {
+        digits[range].iter().fold(0i64, |value, digit| value * 10 + i64::from(digit - b'0'))
+    };
+    let (year, rest) = match (tag, digits.len()) {
+        (UTC_TIME, 12) => {
+            let year = number(0..2);
+            (if year >= 50 { 1900 + year } else { 2000 + year }, 2)
+        }
+        (GENERALIZED_TIME, 14) => (number(0..4), 4),
+        _ => return None,
+    };
+    let (month, day) = (number(rest..rest + 2), number(rest + 2..rest + 4));
+    let (hour, minute, second) =
+        (number(rest + 4..rest + 6), number(rest + 6..rest + 8), number(rest + 8..rest + 10));
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
 }

@@ -95,6 +95,31 @@ fn metrics_and_message_of_a_lossy_series() {
 }
 
 #[test]
+fn not_after_of_real_certificates() {
+    // rcgen writes UTCTime up to 2049 and GeneralizedTime from 2050 (RFC 5280).
+    for (year, month, day, unix) in
+        [(2031, 5, 17, 1_936_742_400), (2051, 1, 2, 2_556_230_400), (1999, 12, 31, 946_598_400)]
+    {
+        let mut params = rcgen::CertificateParams::new(vec!["portal.example.com".to_owned()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(year, month, day);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let certificate = params.self_signed(&key).unwrap();
+        assert_eq!(http::not_after(certificate.der()), Some(unix), "{year}-{month}-{day}");
+    }
+}
+
+#[test]
+fn not_after_refuses_what_is_not_a_certificate() {
+    assert_eq!(http::not_after(b""), None);
+    assert_eq!(http::not_after(b"\x30\x03\x02\x01\x01"), None);
+    assert_eq!(http::not_after(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
+    let mut params = rcgen::CertificateParams::new(vec!["x".to_owned()]).unwrap();
+    params.not_after = rcgen::date_time_ymd(2031, 5, 17);
+    let der = params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().der().to_vec();
+    assert_eq!(http::not_after(&der[..der.len() / 2]), None, "truncated");
+}
+
+#[test]
 fn days_until_expiry() {
     let now = UNIX_EPOCH + Duration::from_secs(1_000_000_000);
     assert_eq!(http::days_until(1_000_000_000 + 86_400 * 30, now), 30.0);
