@@ -77,17 +77,6 @@ impl Matcher {
         }
     }
 
-    /// True when a process with only its name read may match on its full name (the name
-    /// is the truncated form of a long wanted name): read its exe and argv to decide.
-    fn needs_details(&self, process: &Process) -> bool {
-        match self {
-            Matcher::Name(wanted) => {
-                wanted.len() > COMM_LEN && process.name().as_encoded_bytes() == &wanted.as_bytes()[..COMM_LEN]
-            }
-            Matcher::Cmdline(_) => false,
-        }
-    }
-
     fn matches(&self, process: &Process) -> bool {
         match self {
             Matcher::Name(wanted) => {
@@ -111,6 +100,12 @@ impl Matcher {
     }
 }
 
+/// True when a process whose name (as the scan read it) is the truncated form of a long
+/// wanted name may match on its full name: its exe and argv must be read to decide.
+fn needs_details(wanted: &str, name: &OsStr) -> bool {
+    wanted.len() > COMM_LEN && name.as_encoded_bytes() == &wanted.as_bytes()[..COMM_LEN]
+}
+
 /// `name` equals `wanted`; on Windows case-insensitively and with or without ".exe".
 fn name_is(name: &OsStr, wanted: &str) -> bool {
     if cfg!(windows) {
@@ -128,8 +123,19 @@ type Instance = (u32, u64);
 /// How old a shared name scan may be and still be used by another check.
 pub(super) const SHARED_SCAN_MAX_AGE: Duration = Duration::from_millis(500);
 
+/// What a name match needs of one process, copied out of sysinfo's table during the
+/// scan: the shared scan keeps these few dozen bytes per process between samples, not
+/// sysinfo's whole table (~1 KiB per process, 0.3–0.45 MiB of the agent's heap held
+/// for good; README "Performance" > agent footprint).
+#[derive(Debug)]
+struct Named {
+    pid: u32,
+    start: u64,
+    name: Box<OsStr>,
+}
+
 /// The latest name-only scan of the process table and when it was taken.
-static SHARED_NAME_SCAN: Mutex<Option<(Instant, Arc<System>)>> = Mutex::new(None);
+static SHARED_NAME_SCAN: Mutex<Option<(Instant, Arc<[Named]>)>> = Mutex::new(None);
 
 /// Reads the whole process table with `kind`.
 fn read_table(kind: ProcessRefreshKind) -> Result<System, String> {
@@ -138,9 +144,16 @@ fn read_table(kind: ProcessRefreshKind) -> Result<System, String> {
     Ok(system)
 }
 
+/// A process that can count: a process (not a thread), alive, not the agent itself.
+fn usable(process: &Process) -> bool {
+    process.thread_kind().is_none()
+        && !matches!(process.status(), ProcessStatus::Zombie | ProcessStatus::Dead)
+        && process.pid().as_u32() != std::process::id()
+}
+
 /// A name-only scan: the shared one if it is recent and `fresh` is not asked for,
 /// else a new one that becomes the shared one. Concurrent callers wait for one scan.
-fn shared_name_table(kind: ProcessRefreshKind, fresh: bool) -> Result<Arc<System>, String> {
+fn shared_name_table(fresh: bool) -> Result<Arc<[Named]>, String> {
     let mut shared = SHARED_NAME_SCAN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if !fresh
         && let Some((taken, table)) = shared.as_ref()
@@ -148,7 +161,18 @@ fn shared_name_table(kind: ProcessRefreshKind, fresh: bool) -> Result<Arc<System
     {
         return Ok(Arc::clone(table));
     }
-    let table = Arc::new(read_table(kind)?);
+    let system = read_table(ProcessRefreshKind::nothing().without_tasks())?;
+    let table: Arc<[Named]> = system
+        .processes()
+        .values()
+        .filter(|process| usable(process))
+        .map(|process| Named {
+            pid: process.pid().as_u32(),
+            start: process.start_time(),
+            name: process.name().into(),
+        })
+        .collect();
+    drop(system);
     *shared = Some((Instant::now(), Arc::clone(&table)));
     Ok(table)
 }
@@ -156,51 +180,51 @@ fn shared_name_table(kind: ProcessRefreshKind, fresh: bool) -> Result<Arc<System
 /// Scans the process table (blocking: run it off the runtime). `fresh`: do not reuse a
 /// shared scan (this sample follows an exit the shared scan may predate).
 fn scan(matcher: &Matcher, fresh: bool) -> Result<Vec<Instance>, String> {
-    let system = match matcher {
-        Matcher::Name(_) => shared_name_table(matcher.refresh_kind(), fresh)?,
-        Matcher::Cmdline(_) => Arc::new(read_table(matcher.refresh_kind())?),
-    };
-    let own_pid = std::process::id();
-    let usable = |process: &Process| {
-        process.thread_kind().is_none()
-            && !matches!(process.status(), ProcessStatus::Zombie | ProcessStatus::Dead)
-            && process.pid().as_u32() != own_pid
-    };
-    // Long names: read exe and argv of the few processes whose truncated name fits (into
-    // a table of their own: the scanned one may be shared).
-    let candidates: Vec<sysinfo::Pid> = system
-        .processes()
-        .values()
-        .filter(|process| usable(process) && matcher.needs_details(process))
-        .map(Process::pid)
-        .collect();
-    let mut details: Option<System> = None;
-    if !candidates.is_empty() {
-        let mut detailed =
-            System::new().map_err(|error| format!("cannot read the process table: {error}"))?;
-        detailed.refresh_processes_specifics(
-            ProcessesToUpdate::Some(&candidates),
-            true,
-            ProcessRefreshKind::nothing()
-                .without_tasks()
-                .with_exe(UpdateKind::Always)
-                .with_cmd(UpdateKind::Always),
-        );
-        details = Some(detailed);
-    }
-    let matches = |process: &Process| match details.as_ref() {
-        // A candidate that exited meanwhile is gone from `details`: no match.
-        Some(details) if candidates.contains(&process.pid()) => {
-            details.process(process.pid()).is_some_and(|detailed| matcher.matches(detailed))
+    let mut found: Vec<Instance> = match matcher {
+        Matcher::Name(wanted) => {
+            let table = shared_name_table(fresh)?;
+            // Long names: read exe and argv of the few processes whose truncated name fits.
+            let candidates: Vec<sysinfo::Pid> = table
+                .iter()
+                .filter(|process| needs_details(wanted, &process.name))
+                .map(|process| sysinfo::Pid::from_u32(process.pid))
+                .collect();
+            let mut details: Option<System> = None;
+            if !candidates.is_empty() {
+                let mut detailed =
+                    System::new().map_err(|error| format!("cannot read the process table: {error}"))?;
+                detailed.refresh_processes_specifics(
+                    ProcessesToUpdate::Some(&candidates),
+                    true,
+                    ProcessRefreshKind::nothing()
+                        .without_tasks()
+                        .with_exe(UpdateKind::Always)
+                        .with_cmd(UpdateKind::Always),
+                );
+                details = Some(detailed);
+            }
+            table
+                .iter()
+                .filter(|process| {
+                    let pid = sysinfo::Pid::from_u32(process.pid);
+                    match details.as_ref() {
+                        // A candidate that exited meanwhile is gone from `details`: no match.
+                        Some(details) if candidates.contains(&pid) => {
+                            details.process(pid).is_some_and(|detailed| matcher.matches(detailed))
+                        }
+                        _ => name_is(&process.name, wanted),
+                    }
+                })
+                .map(|process| (process.pid, process.start))
+                .collect()
         }
-        _ => matcher.matches(process),
+        Matcher::Cmdline(_) => read_table(matcher.refresh_kind())?
+            .processes()
+            .values()
+            .filter(|process| usable(process) && matcher.matches(process))
+            .map(|process| (process.pid().as_u32(), process.start_time()))
+            .collect(),
     };
-    let mut found: Vec<Instance> = system
-        .processes()
-        .values()
-        .filter(|process| usable(process) && matches(process))
-        .map(|process| (process.pid().as_u32(), process.start_time()))
-        .collect();
     found.sort_unstable();
     Ok(found)
 }
