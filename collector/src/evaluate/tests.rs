@@ -377,7 +377,7 @@ proptest::proptest! {
             evaluator.apply(evaluation.updates);
         }
         // What consumers were told matches the emitted level of every state.
-        for (key, state) in evaluator.states().iter() {
+        for (key, state) in evaluator.states() {
             let fingerprint = alert::fingerprint("acme", "srv-01", &key.check, &key.rule);
             proptest::prop_assert_eq!(open.get(&fingerprint).copied().unwrap_or(false), state.emitted.is_firing());
         }
