@@ -378,6 +378,13 @@ pub struct Evaluation {
     pub invalid_values: u64,
 }
 
+/// An evaluation's updates as [`AgentEvaluator::stage`] keeps them until they are
+/// durable: per update the check id, the rule's name id and the state (None: removed).
+#[derive(Debug, Default)]
+pub struct Staged {
+    changes: Vec<(Box<str>, NameId, Option<RuleState>)>,
+}
+
 /// What a step of the state machine tells consumers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
@@ -566,19 +573,22 @@ impl AgentEvaluator {
 
     fn set_state(&mut self, key: StateKey, state: CheckState) {
         let rule = self.names.id(&key.rule);
-        let entry = match self.checks.get_mut(key.check.as_str()) {
+        self.set_rule_state(key.check.into_boxed_str(), RuleState::new(rule, state));
+    }
+
+    fn set_rule_state(&mut self, check: Box<str>, state: RuleState) {
+        let entry = match self.checks.get_mut(&*check) {
             Some(entry) => entry,
-            None => self.checks.entry(key.check.into_boxed_str()).or_insert_with(Check::new),
+            None => self.checks.entry(check).or_insert_with(Check::new),
         };
-        let state = RuleState::new(rule, state);
-        match entry.states.iter_mut().find(|known| known.rule == rule) {
+        match entry.states.iter_mut().find(|known| known.rule == state.rule) {
             Some(known) => *known = state,
             None => entry.states.push(state),
         }
     }
 
-    fn remove_state(&mut self, check: &str, rule: &str) {
-        let (Some(rule), Some(entry)) = (self.names.find(rule), self.checks.get_mut(check)) else {
+    fn remove_state(&mut self, check: &str, rule: NameId) {
+        let Some(entry) = self.checks.get_mut(check) else {
             return;
         };
         entry.states.retain(|state| state.rule != rule);
@@ -804,7 +814,40 @@ impl AgentEvaluator {
         for update in updates {
             match update.change {
                 StateChange::Set(state) => self.set_state(update.key, state),
-                StateChange::Remove => self.remove_state(&update.key.check, &update.key.rule),
+                StateChange::Remove => {
+                    if let Some(rule) = self.names.find(&update.key.rule) {
+                        self.remove_state(&update.key.check, rule);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The same as [`AgentEvaluator::apply`] for `updates`, taken apart now and applied by
+    /// [`AgentEvaluator::apply_staged`] later: a session hands the updates themselves to
+    /// the store and keeps only this (a check id and a 24-byte state per update, a third
+    /// of a [`StateUpdate`]) while the commit is in flight.
+    pub fn stage(&mut self, updates: &[StateUpdate]) -> Staged {
+        let changes = updates
+            .iter()
+            .map(|update| {
+                let rule = self.names.id(&update.key.rule);
+                let state = match &update.change {
+                    StateChange::Set(state) => Some(RuleState::new(rule, state.clone())),
+                    StateChange::Remove => None,
+                };
+                (update.key.check.as_str().into(), rule, state)
+            })
+            .collect();
+        Staged { changes }
+    }
+
+    /// Makes staged updates the current state (after they are durable).
+    pub fn apply_staged(&mut self, staged: Staged) {
+        for (check, rule, state) in staged.changes {
+            match state {
+                Some(state) => self.set_rule_state(check, state),
+                None => self.remove_state(&check, rule),
             }
         }
     }
