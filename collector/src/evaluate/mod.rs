@@ -142,20 +142,10 @@ impl CheckState {
     /// Settled at OK, as a check that never crossed a threshold: the same as no state
     /// at all, which is how it is kept (not in memory, not in `check_states`). Most of
     /// an agent's checks are in this state almost always; keeping one state per (check,
-    /// rule) for them cost ~1.5 KiB per check and a row write per rule on first sight.
+    /// rule) for them cost a state in memory and a row write per rule on first sight.
     /// (Only the last value is lost, and nothing reads that of an OK state.)
     pub fn pristine(&self) -> bool {
         self.settled_at(Level::Ok) && self.started_at.is_none()
-    }
-
-    /// Equal apart from the last value: nothing worth a write.
-    fn same_machine(&self, other: &CheckState) -> bool {
-        self.level == other.level
-            && self.emitted == other.emitted
-            && self.started_at == other.started_at
-            && self.pending == other.pending
-            && self.changes == other.changes
-            && self.flapping == other.flapping
     }
 }
 
@@ -166,15 +156,15 @@ pub struct StateKey {
     pub rule: String,
 }
 
-/// States of one agent by check, then rule: looked up by `&str` pairs, so the hot path
-/// (every result × every rule of every report) allocates no key.
-#[derive(Debug, Default, Clone)]
-pub struct StateMap {
+/// The states one evaluation changes, by check then rule: looked up by `&str` pairs.
+/// Only states that leave the settled fast path land here.
+#[derive(Debug, Default)]
+struct Working {
     by_check: HashMap<String, HashMap<String, CheckState>>,
 }
 
-impl StateMap {
-    pub fn get(&self, check: &str, rule: &str) -> Option<&CheckState> {
+impl Working {
+    fn get(&self, check: &str, rule: &str) -> Option<&CheckState> {
         self.by_check.get(check)?.get(rule)
     }
 
@@ -182,32 +172,12 @@ impl StateMap {
         self.by_check.get_mut(check)?.get_mut(rule)
     }
 
-    pub fn insert(&mut self, key: StateKey, state: CheckState) {
+    fn insert(&mut self, key: StateKey, state: CheckState) {
         self.by_check.entry(key.check).or_default().insert(key.rule, state);
-    }
-
-    fn remove(&mut self, check: &str, rule: &str) {
-        if let Some(rules) = self.by_check.get_mut(check) {
-            rules.remove(rule);
-            if rules.is_empty() {
-                self.by_check.remove(check);
-            }
-        }
     }
 
     fn is_empty(&self) -> bool {
         self.by_check.is_empty()
-    }
-
-    /// Every state of one check, by rule.
-    fn of_check(&self, check: &str) -> impl Iterator<Item = (&String, &CheckState)> {
-        self.by_check.get(check).into_iter().flatten()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (StateKey, &CheckState)> {
-        self.by_check.iter().flat_map(|(check, rules)| {
-            rules.iter().map(|(rule, state)| (StateKey { check: check.clone(), rule: rule.clone() }, state))
-        })
     }
 
     fn into_states(self) -> impl Iterator<Item = (StateKey, CheckState)> {
@@ -217,13 +187,162 @@ impl StateMap {
     }
 }
 
-impl FromIterator<(StateKey, CheckState)> for StateMap {
-    fn from_iter<I: IntoIterator<Item = (StateKey, CheckState)>>(iter: I) -> Self {
-        let mut map = StateMap::default();
-        for (key, state) in iter {
-            map.insert(key, state);
+/// Index of a name (a rule's name or a check's kind) in one agent's [`Names`].
+type NameId = u32;
+
+/// The rule names and check kinds of one agent, each stored once: states and checks
+/// refer to them by [`NameId`] (a few bytes instead of a `String` each).
+#[derive(Debug, Default)]
+struct Names {
+    names: Vec<Arc<str>>,
+    ids: HashMap<Arc<str>, NameId>,
+}
+
+impl Names {
+    fn id(&mut self, name: &str) -> NameId {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
         }
-        map
+        let id = NameId::try_from(self.names.len()).unwrap_or(NameId::MAX);
+        let name: Arc<str> = name.into();
+        self.names.push(name.clone());
+        self.ids.insert(name, id);
+        id
+    }
+
+    fn find(&self, name: &str) -> Option<NameId> {
+        self.ids.get(name).copied()
+    }
+
+    fn get(&self, id: NameId) -> Option<&str> {
+        self.names.get(id as usize).map(|name| &**name)
+    }
+}
+
+/// The rules that apply to one check with their names' ids, resolved once per rule set
+/// and shared by every check of the agent that resolves to the same rules (typically
+/// one list per kind).
+#[derive(Debug)]
+struct Resolved {
+    rules: Box<[Arc<Rule>]>,
+    ids: Box<[NameId]>,
+}
+
+type RuleList = Arc<Resolved>;
+
+/// One (check, rule) state as held in memory: [`CheckState`] with its common part inline
+/// (level, emitted level, last value) and the rest — firing since, pending, flap
+/// history — boxed only while any of it is set. 24 bytes per state.
+#[derive(Debug, Clone)]
+struct RuleState {
+    value: f64,
+    history: Option<Box<History>>,
+    rule: NameId,
+    level: Level,
+    emitted: Level,
+}
+
+/// The parts of a [`CheckState`] that a settled OK state does not have.
+#[derive(Debug, Clone, PartialEq)]
+struct History {
+    started_at: Option<jiff::Timestamp>,
+    pending: Option<Pending>,
+    changes: Vec<jiff::Timestamp>,
+    flapping: bool,
+}
+
+impl RuleState {
+    fn new(rule: NameId, state: CheckState) -> Self {
+        let CheckState { level, emitted, started_at, value, pending, changes, flapping } = state;
+        let history = (started_at.is_some() || pending.is_some() || !changes.is_empty() || flapping)
+            .then(|| Box::new(History { started_at, pending, changes, flapping }));
+        Self { value, history, rule, level, emitted }
+    }
+
+    fn to_state(&self) -> CheckState {
+        let mut state = CheckState { level: self.level, emitted: self.emitted, ..CheckState::ok(self.value) };
+        if let Some(history) = &self.history {
+            state.started_at = history.started_at;
+            state.pending = history.pending;
+            state.changes.clone_from(&history.changes);
+            state.flapping = history.flapping;
+        }
+        state
+    }
+
+    /// [`CheckState::settled_at`] without building the state.
+    fn settled_at(&self, level: Level) -> bool {
+        self.level == level
+            && self.emitted == level
+            && self.history.as_ref().is_none_or(|history| {
+                history.pending.is_none() && !history.flapping && history.changes.is_empty()
+            })
+    }
+
+    /// Equal to `other` apart from the last value: nothing worth a write.
+    fn same_machine(&self, other: &CheckState) -> bool {
+        let (started_at, pending, changes, flapping) = match &self.history {
+            Some(history) => {
+                (history.started_at, history.pending, history.changes.as_slice(), history.flapping)
+            }
+            None => (None, None, &[][..], false),
+        };
+        self.level == other.level
+            && self.emitted == other.emitted
+            && started_at == other.started_at
+            && pending == other.pending
+            && changes == other.changes.as_slice()
+            && flapping == other.flapping
+    }
+}
+
+/// Everything the evaluator keeps about one check of its agent, in one place: its rule
+/// states, the rules that apply to it, and its staleness watch.
+#[derive(Debug)]
+struct Check {
+    /// One per rule that judged it (or that the store had), in no particular order.
+    states: Vec<RuleState>,
+    /// Resolved for `kind`; None until needed (and after a rule reload).
+    rules: Option<RuleList>,
+    /// When its last result was sampled (meaningful while `watched`).
+    seen_at: jiff::Timestamp,
+    /// How often it should come, as the result said (0: [`DEFAULT_INTERVAL`]).
+    interval_ms: u32,
+    /// The kind of its last result (or the kind `rules` were resolved for);
+    /// [`NO_KIND`] for a check known only from the store.
+    kind: NameId,
+    /// Watched for staleness: it reported in this session and was not retired.
+    /// Memory only: after a collector restart the clock starts again with the session.
+    watched: bool,
+    /// Judged stale; its next result brings `@stale = 0`.
+    stale: bool,
+}
+
+/// [`Check::kind`] of a check that has not reported in this session.
+const NO_KIND: NameId = NameId::MAX;
+
+impl Check {
+    fn new() -> Self {
+        Check {
+            states: Vec::new(),
+            rules: None,
+            seen_at: jiff::Timestamp::UNIX_EPOCH,
+            interval_ms: 0,
+            kind: NO_KIND,
+            watched: false,
+            stale: false,
+        }
+    }
+
+    fn state(&self, rule: NameId) -> Option<&RuleState> {
+        self.states.iter().find(|state| state.rule == rule)
+    }
+
+    fn interval(&self) -> std::time::Duration {
+        match self.interval_ms {
+            0 => DEFAULT_INTERVAL,
+            ms => std::time::Duration::from_millis(u64::from(ms)),
+        }
     }
 }
 
@@ -257,6 +376,13 @@ pub struct Evaluation {
     pub updates: Vec<StateUpdate>,
     /// Metrics that were present but unusable (NaN, infinite): counted, never evaluated.
     pub invalid_values: u64,
+}
+
+/// An evaluation's updates as [`AgentEvaluator::stage`] keeps them until they are
+/// durable: per update the check id, the rule's name id and the state (None: removed).
+#[derive(Debug, Default)]
+pub struct Staged {
+    changes: Vec<(Box<str>, NameId, Option<RuleState>)>,
 }
 
 /// What a step of the state machine tells consumers.
@@ -331,8 +457,21 @@ pub fn step(
     (next, transition)
 }
 
-/// The rules that apply to one check, shared by every evaluation of it.
-type RuleList = Arc<[Arc<Rule>]>;
+/// The value a settled state keeps when judged again (the fast path), or None when the
+/// judgement may change it (`settled_at(level)`: settled at that level).
+fn settled_value(
+    rule: &Rule,
+    value: Option<f64>,
+    level: Level,
+    last: f64,
+    settled_at: impl Fn(Level) -> bool,
+) -> Option<f64> {
+    match value {
+        Some(value) if value.is_finite() => settled_at(rule.next_level(level, value)).then_some(value),
+        None if rule.missing == Missing::Ok => settled_at(Level::Ok).then_some(last),
+        _ => None,
+    }
+}
 
 /// Evaluation state of one agent. Owned by the session that holds the agent, so no lock.
 #[derive(Debug)]
@@ -340,22 +479,12 @@ pub struct AgentEvaluator {
     identity: AgentIdentity,
     labels: BTreeMap<String, String>,
     rules: Arc<RuleSet>,
-    /// Effective rules per check (with the kind they were resolved for), resolved once
-    /// per rule set.
-    effective: HashMap<String, (String, RuleList)>,
-    states: StateMap,
-    /// Per check: kind, when its last result was sampled, how often it should come, and
-    /// whether it is considered stale now. Memory only: after a collector restart the
-    /// staleness clock starts again with the session.
-    seen: HashMap<String, Seen>,
-}
-
-#[derive(Debug, Clone)]
-struct Seen {
-    kind: String,
-    at: jiff::Timestamp,
-    interval: std::time::Duration,
-    stale: bool,
+    /// The effective rule lists of this agent's checks, by the addresses of their rules:
+    /// checks that resolve to the same rules share one list. Cleared with the rule set.
+    lists: HashMap<Box<[usize]>, RuleList>,
+    names: Names,
+    /// Per check: its states, rules and staleness watch.
+    checks: HashMap<Box<str>, Check>,
 }
 
 /// A check is stale after this many missed intervals…
@@ -365,6 +494,31 @@ pub const STALE_MINIMUM: std::time::Duration = std::time::Duration::from_secs(30
 /// Interval assumed for results that do not say theirs.
 const DEFAULT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// The effective rules of `check` (of `kind`), shared with the agent's other checks that
+/// resolve to the same rules.
+fn resolve(
+    rule_set: &RuleSet,
+    identity: &AgentIdentity,
+    labels: &BTreeMap<String, String>,
+    lists: &mut HashMap<Box<[usize]>, RuleList>,
+    names: &mut Names,
+    kind: &str,
+    check: &str,
+) -> RuleList {
+    let rules = rule_set.effective(&identity.tenant, labels, kind, check);
+    // Rules are compared by address: the list in `lists` keeps its rules alive, so an
+    // address there always means the same rule. (A rule patched by an override is a new
+    // allocation per check, so such checks keep a list each, as before.)
+    let addresses: Box<[usize]> = rules.iter().map(|rule| Arc::as_ptr(rule) as usize).collect();
+    if let Some(list) = lists.get(&addresses) {
+        return list.clone();
+    }
+    let ids = rules.iter().map(|rule| names.id(&rule.name)).collect();
+    let list = Arc::new(Resolved { rules: rules.into(), ids });
+    lists.insert(addresses, list.clone());
+    list
+}
+
 impl AgentEvaluator {
     pub fn new(
         identity: AgentIdentity,
@@ -372,38 +526,93 @@ impl AgentEvaluator {
         rules: Arc<RuleSet>,
         states: HashMap<StateKey, CheckState>,
     ) -> Self {
+        let mut evaluator = Self {
+            identity,
+            labels,
+            rules,
+            lists: HashMap::new(),
+            names: Names::default(),
+            checks: HashMap::new(),
+        };
         // Pristine states written by earlier versions: the same as none (their rows stay
         // until the state next changes; nothing counts OK rows).
-        let states = states.into_iter().filter(|(_, state)| !state.pristine()).collect();
-        Self { identity, labels, rules, effective: HashMap::new(), states, seen: HashMap::new() }
+        for (key, state) in states.into_iter().filter(|(_, state)| !state.pristine()) {
+            evaluator.set_state(key, state);
+        }
+        evaluator
     }
 
     /// Switches to a reloaded rule set (states are kept: fingerprints are per rule name).
     pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
         if !Arc::ptr_eq(&self.rules, &rules) {
             self.rules = rules;
-            self.effective.clear();
+            self.lists.clear();
+            for check in self.checks.values_mut() {
+                check.rules = None;
+            }
         }
     }
 
-    pub fn state(&self, key: &StateKey) -> Option<&CheckState> {
-        self.states.get(&key.check, &key.rule)
+    pub fn state(&self, key: &StateKey) -> Option<CheckState> {
+        self.state_of(&key.check, &key.rule).map(RuleState::to_state)
+    }
+
+    fn state_of(&self, check: &str, rule: &str) -> Option<&RuleState> {
+        self.checks.get(check)?.state(self.names.find(rule)?)
     }
 
     /// Every state of this agent.
-    pub fn states(&self) -> &StateMap {
-        &self.states
+    pub fn states(&self) -> impl Iterator<Item = (StateKey, CheckState)> + '_ {
+        self.checks.iter().flat_map(move |(check, entry)| {
+            entry.states.iter().map(move |state| {
+                let rule = self.names.get(state.rule).unwrap_or_default().to_owned();
+                (StateKey { check: check.to_string(), rule }, state.to_state())
+            })
+        })
     }
 
-    fn rules_for(&mut self, kind: &str, check: &str) -> RuleList {
-        if let Some((known_kind, rules)) = self.effective.get(check)
-            && known_kind == kind
-        {
-            return rules.clone();
+    fn set_state(&mut self, key: StateKey, state: CheckState) {
+        let rule = self.names.id(&key.rule);
+        self.set_rule_state(key.check.into_boxed_str(), RuleState::new(rule, state));
+    }
+
+    fn set_rule_state(&mut self, check: Box<str>, state: RuleState) {
+        let entry = match self.checks.get_mut(&*check) {
+            Some(entry) => entry,
+            None => self.checks.entry(check).or_insert_with(Check::new),
+        };
+        match entry.states.iter_mut().find(|known| known.rule == state.rule) {
+            Some(known) => *known = state,
+            None => entry.states.push(state),
         }
-        let rules: RuleList = self.rules.effective(&self.identity.tenant, &self.labels, kind, check).into();
-        self.effective.insert(check.to_owned(), (kind.to_owned(), rules.clone()));
-        rules
+    }
+
+    fn remove_state(&mut self, check: &str, rule: NameId) {
+        let Some(entry) = self.checks.get_mut(check) else {
+            return;
+        };
+        entry.states.retain(|state| state.rule != rule);
+        if entry.states.is_empty() && !entry.watched {
+            self.checks.remove(check);
+        }
+    }
+
+    /// The effective rules of `check` for `kind` (cached on the check, if it is known).
+    fn rules_for(&mut self, kind: &str, check: &str) -> RuleList {
+        let Self { identity, labels, rules, lists, names, checks } = self;
+        let kind_id = names.id(kind);
+        let Some(entry) = checks.get_mut(check) else {
+            return resolve(rules, identity, labels, lists, names, kind, check);
+        };
+        match &entry.rules {
+            Some(list) if entry.kind == kind_id => list.clone(),
+            _ => {
+                let list = resolve(rules, identity, labels, lists, names, kind, check);
+                entry.kind = kind_id;
+                entry.rules = Some(list.clone());
+                list
+            }
+        }
     }
 
     /// Evaluates one report's results. `at` is when the sample was taken (already
@@ -414,21 +623,20 @@ impl AgentEvaluator {
         at: jiff::Timestamp,
         now: jiff::Timestamp,
     ) -> Evaluation {
+        let Self { names, checks, .. } = self;
         for result in results {
-            let interval = match result.interval_ms {
-                0 => DEFAULT_INTERVAL,
-                ms => std::time::Duration::from_millis(u64::from(ms)),
-            };
-            match self.seen.get_mut(result.check_id.as_str()) {
-                Some(seen) => {
-                    if seen.kind != result.kind {
-                        seen.kind.clone_from(&result.kind);
-                    }
-                    (seen.at, seen.interval, seen.stale) = (at, interval, false);
+            let watch = |entry: &mut Check, names: &mut Names| {
+                if names.get(entry.kind) != Some(result.kind.as_str()) {
+                    entry.kind = names.id(&result.kind);
+                    entry.rules = None;
                 }
+                (entry.seen_at, entry.interval_ms, entry.watched, entry.stale) =
+                    (at, result.interval_ms, true, false);
+            };
+            match checks.get_mut(result.check_id.as_str()) {
+                Some(entry) => watch(entry, names),
                 None => {
-                    let seen = Seen { kind: result.kind.clone(), at, interval, stale: false };
-                    self.seen.insert(result.check_id.clone(), seen);
+                    watch(checks.entry(result.check_id.as_str().into()).or_insert_with(Check::new), names)
                 }
             }
         }
@@ -440,15 +648,18 @@ impl AgentEvaluator {
     /// `@stale = 0`.
     pub fn tick(&mut self, now: jiff::Timestamp) -> Evaluation {
         let mut stale = Vec::new();
-        for (check, seen) in &mut self.seen {
-            let limit = (seen.interval * STALE_INTERVALS).max(STALE_MINIMUM);
+        for (check, entry) in &mut self.checks {
+            if !entry.watched || entry.stale {
+                continue;
+            }
+            let limit = (entry.interval() * STALE_INTERVALS).max(STALE_MINIMUM);
             let limit = jiff::SignedDuration::try_from(limit).unwrap_or(jiff::SignedDuration::MAX);
-            if !seen.stale && now.duration_since(seen.at) > limit {
-                seen.stale = true;
+            if now.duration_since(entry.seen_at) > limit {
+                entry.stale = true;
                 stale.push(CheckResult {
-                    check_id: check.clone(),
-                    kind: seen.kind.clone(),
-                    message: format!("no result since {}", seen.at),
+                    check_id: check.to_string(),
+                    kind: self.names.get(entry.kind).unwrap_or_default().to_owned(),
+                    message: format!("no result since {}", entry.seen_at),
                     ..Default::default()
                 });
             }
@@ -470,7 +681,7 @@ impl AgentEvaluator {
         let mut evaluation = Evaluation::default();
         let flapping = self.rules.flapping;
         // Later results of the same check in one report win; states change in order.
-        let mut working = StateMap::default();
+        let mut working = Working::default();
         for result in results {
             let status = result.status();
             let pseudo = |name: &str| -> Option<f64> {
@@ -486,11 +697,19 @@ impl AgentEvaluator {
                 }
             };
             let check = result.check_id.as_str();
-            let rules = self.rules_for(&result.kind, check);
-            // This check's durable states, looked up once per result (then by rule name).
-            let known_states = self.states.by_check.get(check);
-            let known = |rule: &str| known_states.and_then(|states| states.get(rule));
-            for rule in rules.iter() {
+            // The check's rules, resolved once per rule set (and again if its kind
+            // changed), and its durable states, looked up once per result.
+            let cached = self.checks.get(check).and_then(|entry| {
+                let same_kind = self.names.get(entry.kind) == Some(result.kind.as_str());
+                entry.rules.clone().filter(|_| same_kind)
+            });
+            let rules = match cached {
+                Some(rules) => rules,
+                None => self.rules_for(&result.kind, check),
+            };
+            let known_states = self.checks.get(check).map_or(&[][..], |entry| entry.states.as_slice());
+            let known = |rule: NameId| known_states.iter().find(|state| state.rule == rule);
+            for (rule, &rule_id) in rules.rules.iter().zip(rules.ids.iter()) {
                 let value = if rule.metric.starts_with('@') {
                     pseudo(&rule.metric)
                 } else if stale || status == ProbeStatus::Unknown {
@@ -499,35 +718,44 @@ impl AgentEvaluator {
                 } else {
                     result.metrics.get(&rule.metric).copied()
                 };
-                let in_working = !working.is_empty() && working.get(check, &rule.name).is_some();
-                let current = if in_working { working.get(check, &rule.name) } else { known(&rule.name) };
+                let in_working = if working.is_empty() { None } else { working.get(check, &rule.name) };
+                let known_state = known(rule_id);
                 // Fast path, no allocation: a settled state judged at its own level again.
-                if let Some(current) = current {
-                    let settled = match value {
-                        Some(value) if value.is_finite() => {
-                            current.settled_at(rule.next_level(current.level, value)).then_some(value)
-                        }
-                        None if rule.missing == Missing::Ok => {
-                            current.settled_at(Level::Ok).then_some(current.value)
-                        }
-                        _ => None,
-                    };
-                    if let Some(value) = settled {
-                        if in_working && let Some(state) = working.get_mut(check, &rule.name) {
-                            state.value = value;
-                        }
-                        continue;
+                let settled = match (in_working, known_state) {
+                    (Some(current), _) => settled_value(rule, value, current.level, current.value, |level| {
+                        current.settled_at(level)
+                    }),
+                    (None, Some(current)) => {
+                        settled_value(rule, value, current.level, current.value, |level| {
+                            current.settled_at(level)
+                        })
                     }
-                } else if match value {
-                    Some(value) if value.is_finite() => rule.next_level(Level::Ok, value) == Level::Ok,
-                    None => rule.missing == Missing::Ok,
-                    Some(_) => false,
-                } {
+                    (None, None) => None,
+                };
+                let absent = in_working.is_none() && known_state.is_none();
+                let in_working = in_working.is_some();
+                if let Some(value) = settled {
+                    if in_working && let Some(state) = working.get_mut(check, &rule.name) {
+                        state.value = value;
+                    }
+                    continue;
+                }
+                if absent
+                    && match value {
+                        Some(value) if value.is_finite() => rule.next_level(Level::Ok, value) == Level::Ok,
+                        None => rule.missing == Missing::Ok,
+                        Some(_) => false,
+                    }
+                {
                     // No state is a pristine OK one (see `CheckState::pristine`), and it
                     // stays one: nothing to keep, nothing to write.
                     continue;
                 }
-                let state = current.cloned().unwrap_or_else(|| CheckState::ok(value.unwrap_or_default()));
+                let state = match (in_working, known_state) {
+                    (true, _) => working.get(check, &rule.name).cloned(),
+                    (false, known_state) => known_state.map(RuleState::to_state),
+                }
+                .unwrap_or_else(|| CheckState::ok(value.unwrap_or_default()));
                 let (target, value) = match value {
                     Some(value) if value.is_finite() => (rule.next_level(state.level, value), value),
                     Some(_) => {
@@ -556,7 +784,7 @@ impl AgentEvaluator {
                     if let Some(state) = working.get_mut(check, &rule.name) {
                         *state = next;
                     }
-                } else if match known(&rule.name) {
+                } else if match known_state {
                     None => !next.pristine(),
                     Some(known) => !known.same_machine(&next),
                 } {
@@ -567,7 +795,7 @@ impl AgentEvaluator {
         for (key, state) in working.into_states() {
             let change = if !state.pristine() {
                 StateChange::Set(state)
-            } else if self.states.get(&key.check, &key.rule).is_some() {
+            } else if self.state_of(&key.check, &key.rule).is_some() {
                 // Back to pristine (e.g. resolved and its flap history aged out): forget it.
                 StateChange::Remove
             } else {
@@ -585,12 +813,41 @@ impl AgentEvaluator {
     pub fn apply(&mut self, updates: Vec<StateUpdate>) {
         for update in updates {
             match update.change {
-                StateChange::Set(state) => {
-                    self.states.insert(update.key, state);
-                }
+                StateChange::Set(state) => self.set_state(update.key, state),
                 StateChange::Remove => {
-                    self.states.remove(&update.key.check, &update.key.rule);
+                    if let Some(rule) = self.names.find(&update.key.rule) {
+                        self.remove_state(&update.key.check, rule);
+                    }
                 }
+            }
+        }
+    }
+
+    /// The same as [`AgentEvaluator::apply`] for `updates`, taken apart now and applied by
+    /// [`AgentEvaluator::apply_staged`] later: a session hands the updates themselves to
+    /// the store and keeps only this (a check id and a 24-byte state per update, a third
+    /// of a [`StateUpdate`]) while the commit is in flight.
+    pub fn stage(&mut self, updates: &[StateUpdate]) -> Staged {
+        let changes = updates
+            .iter()
+            .map(|update| {
+                let rule = self.names.id(&update.key.rule);
+                let state = match &update.change {
+                    StateChange::Set(state) => Some(RuleState::new(rule, state.clone())),
+                    StateChange::Remove => None,
+                };
+                (update.key.check.as_str().into(), rule, state)
+            })
+            .collect();
+        Staged { changes }
+    }
+
+    /// Makes staged updates the current state (after they are durable).
+    pub fn apply_staged(&mut self, staged: Staged) {
+        for (check, rule, state) in staged.changes {
+            match state {
+                Some(state) => self.set_rule_state(check, state),
+                None => self.remove_state(&check, rule),
             }
         }
     }
@@ -607,21 +864,30 @@ impl AgentEvaluator {
                 // The offline monitor's state: not a check the agent runs.
                 continue;
             }
-            let seen = self.seen.remove(check);
-            let mut states: Vec<(StateKey, CheckState)> = self
+            let Some(entry) = self.checks.get_mut(check.as_str()) else {
+                continue;
+            };
+            let seen_kind = entry.watched.then(|| self.names.get(entry.kind).unwrap_or_default().to_owned());
+            (entry.watched, entry.stale) = (false, false);
+            let mut states: Vec<(StateKey, CheckState)> = entry
                 .states
-                .of_check(check)
-                .map(|(rule, state)| (StateKey { check: check.clone(), rule: rule.clone() }, state.clone()))
+                .iter()
+                .map(|state| {
+                    let rule = self.names.get(state.rule).unwrap_or_default().to_owned();
+                    (StateKey { check: check.clone(), rule }, state.to_state())
+                })
                 .collect();
+            if states.is_empty() {
+                self.checks.remove(check.as_str());
+            }
             states.sort_by(|a, b| a.0.cmp(&b.0));
             for (key, state) in states {
                 let fingerprint =
                     alert::fingerprint(&self.identity.tenant, &self.identity.agent, &key.check, &key.rule);
                 if state.emitted.is_firing() {
-                    let kind = seen.as_ref().map_or_else(
-                        || check.split_once(':').map_or(check.as_str(), |(kind, _)| kind).to_owned(),
-                        |seen| seen.kind.clone(),
-                    );
+                    let kind = seen_kind.clone().unwrap_or_else(|| {
+                        check.split_once(':').map_or(check.as_str(), |(kind, _)| kind).to_owned()
+                    });
                     let event = self.retired_event(&kind, &key, &fingerprint, &state, at, now);
                     evaluation.events.push(event);
                 }
@@ -642,7 +908,7 @@ impl AgentEvaluator {
         now: jiff::Timestamp,
     ) -> AlertEvent {
         // The rule as it applies to this check (overrides included), if it still exists.
-        let rule = self.rules_for(kind, &key.check).iter().find(|rule| rule.name == key.rule).cloned();
+        let rule = self.rules_for(kind, &key.check).rules.iter().find(|rule| rule.name == key.rule).cloned();
         let level = state.emitted;
         AlertEvent {
             id: alert::new_event_id(),

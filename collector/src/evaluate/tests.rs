@@ -377,7 +377,7 @@ proptest::proptest! {
             evaluator.apply(evaluation.updates);
         }
         // What consumers were told matches the emitted level of every state.
-        for (key, state) in evaluator.states().iter() {
+        for (key, state) in evaluator.states() {
             let fingerprint = alert::fingerprint("acme", "srv-01", &key.check, &key.rule);
             proptest::prop_assert_eq!(open.get(&fingerprint).copied().unwrap_or(false), state.emitted.is_firing());
         }
@@ -535,4 +535,48 @@ fn pristine_ok_states_are_not_kept() {
     // And it fires again as from scratch.
     let again = evaluator.evaluate(&[disk(97.0)], at(30 + window), at(30 + window));
     assert_eq!(again.events.iter().map(|event| event.status).collect::<Vec<_>>(), [Status::Firing]);
+}
+
+/// A session applies what it staged before the commit (`stage` + `apply_staged`, so it
+/// holds no copy of the updates meanwhile): the result must be `apply`'s, removals
+/// (retired checks) and the staleness watch included.
+#[test]
+fn staged_updates_apply_like_the_updates() {
+    let rules = RuleSet::defaults();
+    let mut direct = AgentEvaluator::new(identity(), BTreeMap::new(), rules.clone(), HashMap::new());
+    let mut staged = AgentEvaluator::new(identity(), BTreeMap::new(), rules, HashMap::new());
+    let steps: [(i64, Vec<CheckResult>, Vec<String>); 5] = [
+        (0, vec![disk(40.0), service(1.0)], vec![]),
+        (10, vec![disk(97.0), service(0.0)], vec![]),
+        (20, vec![disk(98.0)], vec!["service:web".into()]),
+        (30, vec![disk(50.0), service(1.0)], vec![]),
+        (100, vec![], vec![]),
+    ];
+    for (second, results, retired) in steps {
+        let mut outcomes = Vec::new();
+        for (evaluator, stage) in [(&mut direct, false), (&mut staged, true)] {
+            let mut evaluation = if results.is_empty() {
+                evaluator.tick(at(second))
+            } else {
+                evaluator.evaluate(&results, at(second), at(second))
+            };
+            let retirement = evaluator.retire(&retired, at(second), at(second));
+            evaluation.events.extend(retirement.events);
+            evaluation.updates.extend(retirement.updates);
+            outcomes.push((evaluation.events.len(), evaluation.updates.clone()));
+            if stage {
+                let pending = evaluator.stage(&evaluation.updates);
+                drop(evaluation);
+                evaluator.apply_staged(pending);
+            } else {
+                evaluator.apply(evaluation.updates);
+            }
+        }
+        assert_eq!(outcomes[0], outcomes[1], "at {second}");
+        let mut direct_states: Vec<_> = direct.states().collect();
+        let mut staged_states: Vec<_> = staged.states().collect();
+        direct_states.sort_by(|a, b| a.0.cmp(&b.0));
+        staged_states.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(direct_states, staged_states, "at {second}");
+    }
 }

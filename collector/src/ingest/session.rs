@@ -291,6 +291,8 @@ async fn tick(
     if evaluation.events.is_empty() && evaluation.updates.is_empty() {
         return Ok(());
     }
+    // The store takes the updates; the evaluator keeps a compact copy until they are durable.
+    let staged = evaluator.stage(&evaluation.updates);
     shared
         .store
         .commit(CommitReport {
@@ -298,7 +300,7 @@ async fn tick(
             stream_id: Some(stream_id.to_owned()),
             seq: None,
             events: evaluation.events.clone(),
-            updates: evaluation.updates.clone(),
+            updates: evaluation.updates,
             at: now,
         })
         .await
@@ -307,7 +309,7 @@ async fn tick(
             Status::unavailable("collector storage unavailable; retry")
         })?;
     log_events(shared, &evaluation.events);
-    evaluator.apply(evaluation.updates);
+    evaluator.apply_staged(staged);
     Ok(())
 }
 
@@ -383,6 +385,11 @@ async fn handle_report(
     if evaluation.invalid_values > 0 {
         counters.results_invalid.fetch_add(evaluation.invalid_values, Ordering::Relaxed);
     }
+    // While the commit is in flight (under load: seconds, for thousands of sessions at
+    // once) hold neither the decoded results nor a second copy of the updates: the store
+    // takes the updates, the evaluator keeps a compact copy to apply once they are durable.
+    drop(results);
+    let staged = evaluator.stage(&evaluation.updates);
     let committed = shared
         .store
         .commit(CommitReport {
@@ -390,7 +397,7 @@ async fn handle_report(
             stream_id: Some(stream_id.to_owned()),
             seq: Some(seq),
             events: evaluation.events.clone(),
-            updates: evaluation.updates.clone(),
+            updates: evaluation.updates,
             at: now,
         })
         .await
@@ -410,7 +417,7 @@ async fn handle_report(
             }
             counters.reports_applied.fetch_add(1, Ordering::Relaxed);
             log_events(shared, &evaluation.events);
-            evaluator.apply(evaluation.updates);
+            evaluator.apply_staged(staged);
             Ok(seq)
         }
         Committed::Duplicate { last_seq } => {
