@@ -6,13 +6,14 @@
 # crates.io if missing). Mode `fallback` (no nightly / cargo-fuzz here): the stable
 # `fuzz-loop` harness runs the seeds + corpus and a seeded random/mutation loop (at most
 # 200,000 inputs) through the same target functions. The result line says which ran.
+# FUZZ_TARGETS="report rules" runs only those.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
 seconds="${FUZZ_SECONDS:-60}"
 fuzz_dir="$root/tests/fuzz"
 target_dir="${CARGO_TARGET_DIR:-$root/target}/fuzz"
-targets="report collector_config rules agent_config"
+targets="${FUZZ_TARGETS:-report collector_config rules agent_config}"
 
 mode=fallback
 if rustup toolchain list 2>/dev/null | grep -q '^nightly' || rustup toolchain install nightly --profile minimal >&2; then
@@ -38,6 +39,13 @@ figures=()
 failed=0
 for target in $targets; do
   mkdir -p "$fuzz_dir/corpus/$target"
+  # libFuzzer exits at once on a corpus directory that does not exist: every target
+  # must have committed seeds (a missing directory is a setup error, said as such).
+  if [ ! -d "$fuzz_dir/seeds/$target" ]; then
+    failed=1
+    figures+=("$target=NO-SEEDS(tests/fuzz/seeds/$target)")
+    continue
+  fi
   if [ "$mode" = cargo-fuzz ]; then
     out="$(cargo +nightly fuzz run --fuzz-dir "$fuzz_dir" --target-dir "$target_dir" -s none --features libfuzzer \
       "$target" "$fuzz_dir/corpus/$target" "$fuzz_dir/seeds/$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1 2>&1)"
