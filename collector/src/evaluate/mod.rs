@@ -701,13 +701,15 @@ impl AgentEvaluator {
             // changed), and its durable states, looked up once per result.
             let cached = self.checks.get(check).and_then(|entry| {
                 let same_kind = self.names.get(entry.kind) == Some(result.kind.as_str());
-                entry.rules.clone().filter(|_| same_kind)
+                entry.rules.clone().filter(|_| same_kind).map(|rules| (rules, entry.states.as_slice()))
             });
-            let rules = match cached {
-                Some(rules) => rules,
-                None => self.rules_for(&result.kind, check),
+            let (rules, known_states) = match cached {
+                Some(found) => found,
+                None => {
+                    let rules = self.rules_for(&result.kind, check);
+                    (rules, self.checks.get(check).map_or(&[][..], |entry| entry.states.as_slice()))
+                }
             };
-            let known_states = self.checks.get(check).map_or(&[][..], |entry| entry.states.as_slice());
             let known = |rule: NameId| known_states.iter().find(|state| state.rule == rule);
             for (rule, &rule_id) in rules.rules.iter().zip(rules.ids.iter()) {
                 let value = if rule.metric.starts_with('@') {
