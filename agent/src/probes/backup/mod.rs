@@ -168,8 +168,8 @@ pub struct BackupConfig {
     /// `success`; the latest matching line sets the result.
     #[serde(default)]
     pub log: Option<Box<Path>>,
-    /// With `log`: a regular expression (Rust `regex` syntax) matching a line that
-    /// reports success, e.g. "^backup finished OK".
+    /// With `log`: a regular expression (`regex-lite` syntax: Rust `regex` minus Unicode
+    /// classes) matching a line that reports success, e.g. "^backup finished OK".
     #[serde(default)]
     pub success: Option<Box<str>>,
     /// With `log`: a regular expression matching a line that reports failure, e.g.
@@ -341,7 +341,7 @@ impl BackupConfig {
                 if pattern.is_empty() {
                     return Err(format!("{key}: empty regex would match every line"));
                 }
-                if let Err(error) = regex::Regex::new(pattern) {
+                if let Err(error) = regex_lite::Regex::new(pattern) {
                     return Err(format!("{key}: invalid regex {pattern:?}: {error}"));
                 }
             }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nightowl_proto::CheckResult;
-use regex::Regex;
+use regex_lite::Regex;
 use sysinfo::{Process, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System, UpdateKind};
 
 use super::exits::ExitWatch;
@@ -47,7 +47,7 @@ pub(super) fn compile_cmdline(pattern: &str) -> Result<Regex, String> {
     if pattern.is_empty() {
         return Err("empty regex; it would match every process".into());
     }
-    regex::RegexBuilder::new(pattern)
+    regex_lite::RegexBuilder::new(pattern)
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
         .map_err(|error| format!("invalid regex {pattern:?}: {error}"))

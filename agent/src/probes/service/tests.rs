@@ -154,7 +154,7 @@ async fn cmdline_regex_matches_a_long_name() {
     let lowest = children.iter().map(Child::id).min().unwrap();
 
     let mut check = config("worker");
-    check.process = Some(format!("^{} 300$", regex::escape(&name)));
+    check.process = Some(format!("^{} 300$", regex_lite::escape(&name)));
     check.process_match = Some(ProcessMatch::Cmdline);
     check.validate().unwrap();
     let mut probe = ServiceProbe::new(&check, &context(&dir));
@@ -172,7 +172,7 @@ async fn cmdline_regex_matches_a_long_name() {
 
     // The agent never matches itself, even when the regex fits its own command line.
     let mut itself = config("itself");
-    itself.process = Some(regex::escape(&std::env::args().next().unwrap()));
+    itself.process = Some(regex_lite::escape(&std::env::args().next().unwrap()));
     itself.process_match = Some(ProcessMatch::Cmdline);
     let result = sample_one(&mut ServiceProbe::new(&itself, &context(&dir))).await;
     assert_ne!(metric(&result, "pid"), Some(f64::from(std::process::id())), "{result:?}");
