@@ -8,7 +8,8 @@
 //! - `config`: raw TOML → validated [`config::Config`]; errors name file and key.
 //! - `probes/`: one module per health family; each owns its config section and exposes
 //!   one sampling function. A failing probe yields an UNKNOWN result, never a dead loop.
-//! - `spool`: durable, bounded queue of reports not yet acked by the collector.
+//! - `spool`: durable, bounded queue of reports not yet acked by the collector, and the
+//!   check ids each unit reported last (to retire a unit removed while the agent was down).
 //! - `sampler`: runs every probe unit as its own task (interval + jitter + event hook),
 //!   batches results into reports, appends them to the spool; applies config reloads.
 //! - `session/`: connect, Hello, stream the spool, apply acks, reconnect with backoff.
@@ -66,6 +67,8 @@ pub async fn run(
         config.collector.clone().ok_or_else(|| RunError::NoCollector { file: config.source.clone() })?;
     let spool = Spool::open(&config.state_dir, config.spool)?;
     let stats = spool.stats()?;
+    // The units that reported before this start: those no longer configured are retired.
+    let remembered = spool.unit_checks()?;
     tracing::info!(
         state_dir = %config.state_dir.display(),
         pending = stats.pending,
@@ -91,7 +94,7 @@ pub async fn run(
         token.clone(),
     ));
     let context = ProbeContext { state_dir: config.state_dir.clone() };
-    let mut sampler = Sampler::new(context, spool, new_report, token.clone());
+    let mut sampler = Sampler::new(context, spool, remembered, new_report, token.clone());
     let policy = match Policy::load(&config.state_dir, config.interval) {
         Ok(Some(policy)) => {
             tracing::info!(version = %format!("{:016x}", policy.version), policies = ?policy.names, "saved central policy loaded");

@@ -10,16 +10,26 @@
 //!   unchanged keep running with their state (fill-rate history, log position…), changed
 //!   ones restart, removed ones stop, new ones start.
 //! - A removed unit *retires* its checks: as it stops, it sends the check ids of its last
-//!   sample (before that sample: its key, which is the check id of every listed family)
-//!   through the same channel as its results, so the retirement comes after every result
-//!   it produced. The reporter puts them in the report's `retired_checks` (never together
-//!   with a result of the same check), and the collector forgets those checks instead of
-//!   taking their silence for a problem (`no_data`). A unit stopped by shutdown retires
-//!   nothing.
+//!   sample through the same channel as its results, so the retirement comes after every
+//!   result it produced. The reporter adds the ids the spool remembers for the unit (a
+//!   unit removed before its first sample in this run: from before the restart) and, if
+//!   there are none, the unit's key (the check id of every listed family). It puts them in
+//!   the report's `retired_checks` (never together with a result of the same check), and
+//!   the collector forgets those checks instead of taking their silence for a problem
+//!   (`no_data`). A unit stopped by shutdown retires nothing; a unit whose config changed
+//!   (same key, restarted) is not removed and retires nothing either.
+//! - The spool remembers the check ids each unit reported last (`unit_checks`, see
+//!   [`crate::spool`]). The reporter keeps a copy and, when a unit's set differs from it,
+//!   writes the new set in the transaction of the report carrying those results (not on
+//!   every sample); a retired unit's row goes in the transaction of the report retiring
+//!   it. So a unit removed from the config while the agent was stopped is still retired:
+//!   the first [`Sampler::apply`] after a start sends the remembered units it does not
+//!   run down the same path as a removal, before any unit starts, and they go into the
+//!   first report.
 //!
 //! [`Probe::changed`]: crate::probes::Probe::changed
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -31,6 +41,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::probes::{AnyProbe, ProbeContext, ProbeUnit};
 use crate::session::{SharedSpool, now_ms, with_spool};
+use crate::spool::{UnitChange, UnitChecks};
 
 /// Results arriving within this window go into one report.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
@@ -46,9 +57,11 @@ struct Running {
 /// What units send the reporter.
 #[derive(Debug)]
 enum Sampled {
-    Results(Vec<CheckResult>),
-    /// Check ids a removed unit no longer reports.
-    Retired(Vec<String>),
+    /// One sample of the unit `unit`.
+    Results { unit: String, results: Vec<CheckResult> },
+    /// Units removed (by a reload, or from the config while the agent was stopped), each
+    /// with the check ids it reported last (possibly none).
+    Retired(Vec<(String, Vec<String>)>),
 }
 
 /// What a reload changed, for the log.
@@ -66,26 +79,46 @@ pub struct Sampler {
     results: mpsc::Sender<Sampled>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    /// What the spool remembered of the units at start ([`Spool::unit_checks`]), until the
+    /// first [`Sampler::apply`] retires those it does not run.
+    ///
+    /// [`Spool::unit_checks`]: crate::spool::Spool::unit_checks
+    remembered: Option<UnitChecks>,
 }
 
 impl Sampler {
     /// Creates the sampler and its reporter task; no unit runs until [`Sampler::apply`].
+    /// `remembered` is what the spool remembers of the units ([`Spool::unit_checks`], read
+    /// at start).
+    ///
+    /// [`Spool::unit_checks`]: crate::spool::Spool::unit_checks
     pub fn new(
         context: ProbeContext,
         spool: SharedSpool,
+        remembered: UnitChecks,
         new_report: Arc<Notify>,
         shutdown: CancellationToken,
     ) -> Self {
         let (results, receiver) = mpsc::channel(256);
         let tasks = TaskTracker::new();
-        tasks.spawn(report_loop(receiver, spool, new_report, shutdown.clone()));
-        Self { running: HashMap::new(), context, results, tasks, shutdown }
+        tasks.spawn(report_loop(receiver, spool, remembered.clone(), new_report, shutdown.clone()));
+        Self { running: HashMap::new(), context, results, tasks, shutdown, remembered: Some(remembered) }
     }
 
-    /// Makes `units` the running set.
+    /// Makes `units` the running set. The first call also retires the units the spool
+    /// remembers that are not in `units` (removed while the agent was stopped).
     pub fn apply(&mut self, units: &[ProbeUnit]) -> Applied {
         let mut applied = Applied::default();
         let wanted: HashMap<&str, &ProbeUnit> = units.iter().map(|unit| (unit.key.as_str(), unit)).collect();
+        if let Some(remembered) = self.remembered.take() {
+            let gone: Vec<(String, Vec<String>)> =
+                remembered.into_iter().filter(|(unit, _)| !wanted.contains_key(unit.as_str())).collect();
+            if !gone.is_empty() {
+                let keys: Vec<&str> = gone.iter().map(|(unit, _)| unit.as_str()).collect();
+                tracing::info!(units = ?keys, "units removed while the agent was stopped; their checks are retired");
+                self.retire_at_start(gone);
+            }
+        }
         self.running.retain(|key, running| {
             if wanted.contains_key(key.as_str()) {
                 return true;
@@ -110,6 +143,27 @@ impl Sampler {
             }
         }
         applied
+    }
+
+    /// Sends the retirement of units removed while the agent was stopped, ahead of any
+    /// result: no unit runs yet, so the channel has room and it opens the first report.
+    fn retire_at_start(&self, gone: Vec<(String, Vec<String>)>) {
+        match self.results.try_send(Sampled::Retired(gone)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(retired)) => {
+                // Cannot happen at the first apply (no unit has sent anything yet); sent
+                // from a task rather than lost if it ever does.
+                let results = self.results.clone();
+                self.tasks.spawn(async move {
+                    if results.send(retired).await.is_err() {
+                        tracing::debug!("reporter gone; retirement not reported");
+                    }
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::debug!("reporter gone; retirement not reported");
+            }
+        }
     }
 
     fn start(&mut self, unit: &ProbeUnit) {
@@ -178,7 +232,7 @@ async fn run_unit(
         tokio::select! {
             biased;
             () = stop.cancelled() => break,
-            sent = results.send(Sampled::Results(batch)) => match sent {
+            sent = results.send(Sampled::Results { unit: key.clone(), results: batch }) => match sent {
                 Ok(()) => reported = ids,
                 Err(_) => return,
             },
@@ -187,31 +241,35 @@ async fn run_unit(
     if !retire.load(Ordering::Acquire) {
         return;
     }
-    if reported.is_empty() {
-        // Removed before its first sample in this run: a listed check's id is its key
-        // (the agent may have reported it before a restart).
-        reported.push(key.clone());
-    }
+    // Empty when removed before its first sample in this run: the reporter knows more.
     tracing::debug!(unit = %key, checks = ?reported, "unit removed; its checks are retired");
-    if results.send(Sampled::Retired(reported)).await.is_err() {
+    if results.send(Sampled::Retired(vec![(key.clone(), reported)])).await.is_err() {
         // Only at shutdown: the reporter has stopped and no report will be written.
         tracing::debug!(unit = %key, "reporter gone; retirement not reported");
     }
 }
 
-/// One report in the making: the latest result per check, and the retired checks.
+/// One report in the making: the latest result per check, the retired checks, and what
+/// the units it heard from reported.
 #[derive(Debug, Default)]
 struct Batch {
     latest: Vec<CheckResult>,
     retired: Vec<String>,
+    /// Per unit: the check ids of its latest sample (sorted), or `None` once retired.
+    units: BTreeMap<String, Option<Vec<String>>>,
 }
 
 impl Batch {
     /// Adds what a unit sent, in channel order: a result un-retires its check (the unit
     /// came back within the window), a retirement drops the check's pending result.
-    fn add(&mut self, sampled: Sampled) {
+    /// `remembered` is what the spool remembers of the units (their ids are retired too).
+    fn add(&mut self, sampled: Sampled, remembered: &UnitChecks) {
         match sampled {
-            Sampled::Results(results) => {
+            Sampled::Results { unit, results } => {
+                let mut checks: Vec<String> = results.iter().map(|result| result.check_id.clone()).collect();
+                checks.sort_unstable();
+                checks.dedup();
+                self.units.insert(unit, Some(checks));
                 for result in results {
                     self.retired.retain(|id| *id != result.check_id);
                     match self.latest.iter_mut().find(|known| known.check_id == result.check_id) {
@@ -220,22 +278,65 @@ impl Batch {
                     }
                 }
             }
-            Sampled::Retired(ids) => {
-                self.latest.retain(|result| !ids.contains(&result.check_id));
-                for id in ids {
-                    if !self.retired.contains(&id) {
-                        self.retired.push(id);
+            Sampled::Retired(units) => {
+                for (unit, mut ids) in units {
+                    for id in remembered.get(&unit).into_iter().flatten() {
+                        if !ids.contains(id) {
+                            ids.push(id.clone());
+                        }
                     }
+                    if ids.is_empty() {
+                        // Never reported as far as anyone knows: a listed check's id is its key.
+                        ids.push(unit.clone());
+                    }
+                    self.latest.retain(|result| !ids.contains(&result.check_id));
+                    for id in ids {
+                        if !self.retired.contains(&id) {
+                            self.retired.push(id);
+                        }
+                    }
+                    self.units.insert(unit, None);
                 }
+            }
+        }
+    }
+
+    /// What this batch changes in what the spool remembers of the units: only units whose
+    /// set of check ids differs, and removed units it remembers.
+    fn unit_changes(&self, remembered: &UnitChecks) -> Vec<UnitChange> {
+        self.units
+            .iter()
+            .filter_map(|(unit, checks)| match checks {
+                Some(checks) if remembered.get(unit) != Some(checks) => {
+                    Some(UnitChange::Reported { unit: unit.clone(), checks: checks.clone() })
+                }
+                None if remembered.contains_key(unit) => Some(UnitChange::Retired { unit: unit.clone() }),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Applies changes the spool committed to the reporter's copy.
+fn remember(remembered: &mut UnitChecks, changes: Vec<UnitChange>) {
+    for change in changes {
+        match change {
+            UnitChange::Reported { unit, checks } => {
+                remembered.insert(unit, checks);
+            }
+            UnitChange::Retired { unit } => {
+                remembered.remove(&unit);
             }
         }
     }
 }
 
-/// Batches results into reports and appends them to the spool.
+/// Batches results into reports and appends them to the spool, with the changes to what
+/// it remembers of the units (`remembered`, kept equal to the committed `unit_checks`).
 async fn report_loop(
     mut receiver: mpsc::Receiver<Sampled>,
     spool: SharedSpool,
+    mut remembered: UnitChecks,
     new_report: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
@@ -248,25 +349,32 @@ async fn report_loop(
             },
         };
         let mut batch = Batch::default();
-        batch.add(first);
+        batch.add(first, &remembered);
         let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
         while let Ok(Some(more)) = tokio::time::timeout_at(deadline, receiver.recv()).await {
-            batch.add(more);
+            batch.add(more, &remembered);
         }
-        let Batch { latest, retired } = batch;
+        let changes = batch.unit_changes(&remembered);
+        let Batch { latest, retired, .. } = batch;
         if latest.is_empty() && retired.is_empty() {
             continue;
         }
         let sampled_at_ms = now_ms();
         let (count, retired_count) = (latest.len(), retired.len());
-        match with_spool(&spool, move |spool| spool.append_report(sampled_at_ms, latest, retired)).await {
-            Ok(appended) => {
+        let appending = move |spool: &mut crate::spool::Spool| {
+            let appended = spool.append_report(sampled_at_ms, latest, retired, &changes)?;
+            Ok((appended, changes))
+        };
+        match with_spool(&spool, appending).await {
+            Ok((appended, committed)) => {
                 tracing::debug!(
                     seq = appended.seq,
                     results = count,
                     retired = retired_count,
+                    units_changed = committed.len(),
                     "report spooled"
                 );
+                remember(&mut remembered, committed);
                 new_report.notify_one();
             }
             Err(error) => {
@@ -307,17 +415,55 @@ mod tests {
         CheckResult { check_id: id.into(), kind: "service".into(), ..Default::default() }
     }
 
+    fn sample(unit: &str, ids: &[&str]) -> Sampled {
+        Sampled::Results { unit: unit.into(), results: ids.iter().map(|id| result(id)).collect() }
+    }
+
+    fn strings(ids: &[&str]) -> Vec<String> {
+        ids.iter().map(|id| (*id).to_owned()).collect()
+    }
+
     #[test]
     fn a_batch_never_reports_and_retires_one_check() {
+        let remembered = UnitChecks::new();
         let mut batch = Batch::default();
-        batch.add(Sampled::Results(vec![result("service:a"), result("service:b")]));
-        batch.add(Sampled::Retired(vec!["service:a".into()]));
+        batch.add(sample("service:a", &["service:a"]), &remembered);
+        batch.add(sample("service:b", &["service:b"]), &remembered);
+        batch.add(Sampled::Retired(vec![("service:a".into(), strings(&["service:a"]))]), &remembered);
         let ids: Vec<&str> = batch.latest.iter().map(|result| result.check_id.as_str()).collect();
         assert_eq!((ids, batch.retired.clone()), (vec!["service:b"], vec!["service:a".to_owned()]));
         // Back within the window (removed, then added again): running, not retired.
-        batch.add(Sampled::Results(vec![result("service:a")]));
+        batch.add(sample("service:a", &["service:a"]), &remembered);
         assert!(batch.retired.is_empty());
         assert_eq!(batch.latest.len(), 2);
+    }
+
+    #[test]
+    fn a_batch_changes_only_the_units_whose_checks_changed() {
+        let remembered: UnitChecks = [
+            ("disk".to_owned(), strings(&["disk:/"])),
+            ("host".to_owned(), strings(&["host"])),
+            ("service:web".to_owned(), strings(&["service:web"])),
+        ]
+        .into_iter()
+        .collect();
+        let mut batch = Batch::default();
+        batch.add(sample("host", &["host"]), &remembered);
+        batch.add(sample("disk", &["disk:/home", "disk:/"]), &remembered);
+        batch.add(sample("service:db", &["service:db"]), &remembered);
+        // Removed before its first sample in this run: the remembered ids are retired.
+        batch.add(Sampled::Retired(vec![("service:web".into(), Vec::new())]), &remembered);
+        // Never reported and not remembered: its key.
+        batch.add(Sampled::Retired(vec![("service:new".into(), Vec::new())]), &remembered);
+        assert_eq!(batch.retired, ["service:web", "service:new"]);
+        assert_eq!(
+            batch.unit_changes(&remembered),
+            [
+                UnitChange::Reported { unit: "disk".into(), checks: strings(&["disk:/", "disk:/home"]) },
+                UnitChange::Reported { unit: "service:db".into(), checks: strings(&["service:db"]) },
+                UnitChange::Retired { unit: "service:web".into() },
+            ]
+        );
     }
 
     fn units(text: &str) -> Vec<ProbeUnit> {
@@ -351,13 +497,16 @@ mod tests {
             Arc::new(Mutex::new(Spool::open(dir.path(), SpoolLimits::default()).unwrap()));
         let shutdown = CancellationToken::new();
         let context = ProbeContext { state_dir: dir.path().to_path_buf() };
-        let mut sampler = Sampler::new(context, spool.clone(), Arc::new(Notify::new()), shutdown.clone());
+        let mut sampler = Sampler::new(
+            context,
+            spool.clone(),
+            UnitChecks::new(),
+            Arc::new(Notify::new()),
+            shutdown.clone(),
+        );
         let both = "[[service]]\nname = \"web\"\nport = 1\ninterval = \"100ms\"\n\
                     [[service]]\nname = \"db\"\nport = 2\ninterval = \"100ms\"\n";
         sampler.apply(&units(both));
-        let reported = |reports: &[nightowl_proto::Report], id: &str| {
-            reports.iter().any(|report| report.results.iter().any(|result| result.check_id == id))
-        };
         wait_for(&spool, "both checks reported", |reports| {
             reported(reports, "service:web") && reported(reports, "service:db")
         })
@@ -380,12 +529,100 @@ mod tests {
         assert_eq!(all.iter().filter(|report| !report.retired_checks.is_empty()).count(), 1, "retired once");
         assert!(!reported(&all[retired_at..], "service:web"), "nothing of web after its retirement");
         assert!(reported(&all[retired_at + 1..], "service:db"), "db keeps reporting");
+        // Forgotten in the retiring report's transaction: a restart does not retire it again.
+        let remembered = spool.lock().unwrap().unit_checks().unwrap();
+        assert_eq!(remembered.keys().collect::<Vec<_>>(), ["service:db"]);
 
         // Shutdown retires nothing.
         shutdown.cancel();
         sampler.stopped().await;
         let after = reports(&spool);
         assert_eq!(after.iter().filter(|report| !report.retired_checks.is_empty()).count(), 1);
+    }
+
+    fn reported(reports: &[nightowl_proto::Report], id: &str) -> bool {
+        reports.iter().any(|report| report.results.iter().any(|result| result.check_id == id))
+    }
+
+    fn retirements(reports: &[nightowl_proto::Report]) -> Vec<(u64, Vec<String>)> {
+        reports
+            .iter()
+            .filter(|report| !report.retired_checks.is_empty())
+            .map(|report| (report.seq, report.retired_checks.clone()))
+            .collect()
+    }
+
+    /// Opens the spool in `dir` as the agent does at start, runs a sampler on `config`
+    /// until `running` holds for the spooled reports, then shuts it down.
+    async fn run_agent(
+        dir: &Path,
+        config: &str,
+        what: &str,
+        running: impl FnMut(&[nightowl_proto::Report]) -> bool,
+    ) -> SharedSpool {
+        let spool = Spool::open(dir, SpoolLimits::default()).unwrap();
+        let remembered = spool.unit_checks().unwrap();
+        let spool: SharedSpool = Arc::new(Mutex::new(spool));
+        let shutdown = CancellationToken::new();
+        let context = ProbeContext { state_dir: dir.to_path_buf() };
+        let mut sampler =
+            Sampler::new(context, spool.clone(), remembered, Arc::new(Notify::new()), shutdown.clone());
+        sampler.apply(&units(config));
+        wait_for(&spool, what, running).await;
+        shutdown.cancel();
+        sampler.stopped().await;
+        spool
+    }
+
+    #[tokio::test]
+    async fn a_unit_removed_while_the_agent_was_stopped_is_retired_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let both = "[[service]]\nname = \"web\"\nport = 1\ninterval = \"100ms\"\n\
+                    [[service]]\nname = \"db\"\nport = 2\ninterval = \"100ms\"\n";
+        // db's config changes too while the agent is stopped: restarted, not removed.
+        let db_only = "[[service]]\nname = \"db\"\nport = 3\ninterval = \"100ms\"\n";
+
+        // First run: both units report; the spool remembers them. Shutdown retires nothing.
+        let spool = run_agent(dir.path(), both, "both checks reported", |reports| {
+            reported(reports, "service:web") && reported(reports, "service:db")
+        })
+        .await;
+        let remembered = spool.lock().unwrap().unit_checks().unwrap();
+        let both_units: UnitChecks = [
+            ("service:db".to_owned(), strings(&["service:db"])),
+            ("service:web".to_owned(), strings(&["service:web"])),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(remembered, both_units);
+        assert!(retirements(&reports(&spool)).is_empty(), "shutdown retires nothing");
+        let first_seq = spool.lock().unwrap().stats().unwrap().next_seq;
+        drop(spool);
+
+        // Started again with db only: web's checks are retired, in the first report.
+        let spool = run_agent(dir.path(), db_only, "web retired and db reporting after it", |reports| {
+            let at = reports.iter().position(|report| !report.retired_checks.is_empty());
+            at.is_some_and(|at| reported(&reports[at..], "service:db"))
+        })
+        .await;
+        let all = reports(&spool);
+        assert_eq!(retirements(&all), [(first_seq, strings(&["service:web"]))], "in the first report, once");
+        let restarted = all.iter().position(|report| report.seq == first_seq).unwrap();
+        assert!(!reported(&all[restarted..], "service:web"), "nothing of web after its retirement");
+        let db_unit: UnitChecks = [("service:db".to_owned(), strings(&["service:db"]))].into_iter().collect();
+        assert_eq!(spool.lock().unwrap().unit_checks().unwrap(), db_unit);
+        let second_seq = spool.lock().unwrap().stats().unwrap().next_seq;
+        drop(spool);
+
+        // Same config again: nothing more is retired.
+        let spool = run_agent(dir.path(), db_only, "db reporting after the second restart", |reports| {
+            reports.iter().any(|report| {
+                report.seq >= second_seq + 2 && report.results.iter().any(|r| r.check_id == "service:db")
+            })
+        })
+        .await;
+        assert_eq!(retirements(&reports(&spool)), [(first_seq, strings(&["service:web"]))]);
+        assert_eq!(spool.lock().unwrap().unit_checks().unwrap(), db_unit);
     }
 
     /// Every unit is a task whose future lives as long as the unit; the probes' own

@@ -11,10 +11,10 @@
 //! the agent writes. The page cache is capped at 256 KiB (`cache_size = -256`)
 //! and the WAL file is truncated to 4 MiB after checkpoints: the agent targets < 8 MiB RSS.
 //!
-//! # Tables (schema version 1)
+//! # Tables (schema version 2)
 //!
 //! - `meta(key TEXT PRIMARY KEY, value)`, one row per key:
-//!   - `schema_version` = 1;
+//!   - `schema_version` = 2;
 //!   - `stream_id`: a UUIDv7 string, created once with the spool;
 //!   - `next_seq`: the seq the next append gets (starts at 1);
 //!   - `dropped_total`: reports ever dropped to respect the bound;
@@ -24,6 +24,16 @@
 //!   `nightowl.v1.Report` (its `seq` field equals the row's seq), `len` is `length(body)`.
 //!   The body carries the results and the checks retired since the previous report
 //!   (`retired_checks`), so a retirement is exactly as durable as a result.
+//! - `unit_checks(unit TEXT, check_id TEXT, PRIMARY KEY (unit, check_id))`: the check ids
+//!   each probe unit (`ProbeUnit.key`) reported last, one row per check. It outlives acks
+//!   (it describes the units, not the pending reports) and lets the agent retire the checks
+//!   of a unit removed from the config while the agent was stopped (see `crate::sampler`).
+//!   The caller states the changes ([`UnitChange`]) with the report they belong to.
+//!
+//! Version 1 had no `unit_checks`; [`Spool::open`] migrates it in place (creates the empty
+//! table and sets the version, in one transaction; pending reports and the stream are
+//! untouched). A reader ([`Spool::stats_at`]) reads either version. An agent that knows an
+//! older version refuses a newer file rather than guess.
 //!
 //! # Invariants
 //!
@@ -39,15 +49,38 @@
 //!    logged with `tracing::warn!` carrying the counts.
 //! 5. The stream id identifies this seq sequence to the collector. It never changes for the
 //!    life of the file; a wiped state directory is a new spool, hence a new stream.
+//! 6. `unit_checks` changes only in the transaction of the append whose report carries the
+//!    change ([`Spool::append_report`]'s `units`): the new check ids of a unit with the
+//!    results that reported them, the deletion of a removed unit with the report retiring
+//!    its checks. So after any crash the table says what the committed reports say: a unit
+//!    has a row exactly when its last committed word was a result, not a retirement.
+//! 7. A retirement is not lost to the bound: the `retired_checks` of reports dropped to make
+//!    room move into the report being appended (same transaction; deduplicated, after its
+//!    own), except a check that is back — one with a result in the appended report, or in
+//!    `unit_checks` (after the appended report's own changes), i.e. reported since by a unit
+//!    still running, whose result is in a surviving report or was dropped as well. A carried
+//!    retirement in a report dropped later moves on again. Only the dropped reports' bodies
+//!    are read (drops are rare), and only their `retired_checks` field is decoded.
+//!
+//! Edges of 7, accepted: a dropped body that does not decode loses its retirements (logged;
+//! the report is dropped either way). A check retired twice (in a dropped and a surviving
+//! report) is retired twice; the collector ignores a check it does not know. The exception
+//! for a check that is back trusts `unit_checks`: with [`Spool::append`] (no unit changes, as
+//! in tests) a check retired in a dropped report and reporting again only in a surviving,
+//! older-than-new report is retired after that result — the collector forgets it until its
+//! next result (a firing alert resolves, then fires again). The sampler always states its
+//! units' changes, so the agent does not reach this.
 //!
 //! # Bound
 //!
 //! [`SpoolLimits`] bounds the pending reports by count and by encoded bytes. An append first
 //! drops the oldest pending reports until the new one fits (count + 1 <= `max_reports` and
-//! bytes + len <= `max_bytes`), then inserts. The report being appended is never dropped by
-//! its own append: a single report larger than `max_bytes` (or `max_reports` = 0) leaves it as
-//! the only pending report. Limits lowered between runs are enforced by the next append.
+//! bytes + len <= `max_bytes`, `len` including the retirements carried from the dropped
+//! ones), then inserts. The report being appended is never dropped by its own append: a
+//! single report larger than `max_bytes` (or `max_reports` = 0) leaves it as the only
+//! pending report. Limits lowered between runs are enforced by the next append.
 
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -58,7 +91,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 /// File name of the spool inside the agent's state directory.
 pub const FILE_NAME: &str = "spool.db";
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+/// The oldest schema this agent reads; [`Spool::open`] migrates it to [`SCHEMA_VERSION`].
+const OLDEST_SCHEMA_VERSION: i64 = 1;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Upper bounds on the pending (unacked) reports.
@@ -108,6 +143,29 @@ pub struct Appended {
     pub dropped: u64,
 }
 
+/// What the spool remembers per probe unit (`unit_checks`): unit key → the check ids it
+/// reported last, sorted.
+pub type UnitChecks = BTreeMap<String, Vec<String>>;
+
+/// A change to [`UnitChecks`], written in the transaction of the report it belongs to
+/// (invariant 6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnitChange {
+    /// The unit's latest sample, in this report, reported these check ids (they replace
+    /// the remembered ones).
+    Reported { unit: String, checks: Vec<String> },
+    /// The unit was removed and this report retires its checks: forget the unit.
+    Retired { unit: String },
+}
+
+/// The `retired_checks` of an encoded `nightowl.v1.Report` (field 4), decoded alone: the
+/// results of a dropped report are skipped, not decoded. A test pins the tag.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RetiredChecks {
+    #[prost(string, repeated, tag = "4")]
+    retired_checks: Vec<String>,
+}
+
 /// The open spool. Owns its connection: `Send`, not `Sync`; the caller wraps it in a mutex.
 #[derive(Debug)]
 pub struct Spool {
@@ -150,7 +208,12 @@ impl Spool {
                  seq INTEGER PRIMARY KEY,
                  len INTEGER NOT NULL,
                  body BLOB NOT NULL
-             );",
+             );
+             CREATE TABLE IF NOT EXISTS unit_checks (
+                 unit TEXT NOT NULL,
+                 check_id TEXT NOT NULL,
+                 PRIMARY KEY (unit, check_id)
+             ) WITHOUT ROWID;",
         )
         .map_err(sql(&path))?;
         let version: Option<i64> = tx
@@ -171,7 +234,13 @@ impl Spool {
                 stream_id
             }
             Some(_) => {
-                check_schema(&tx, &path)?;
+                let version = check_schema(&tx, &path)?;
+                if version < SCHEMA_VERSION {
+                    // 1 → 2: `unit_checks` is new and starts empty (created above); the
+                    // reports, seqs and stream stay as they are.
+                    set_meta(&tx, &path, "schema_version", SCHEMA_VERSION)?;
+                    tracing::info!(path = %path.display(), from = version, to = SCHEMA_VERSION, "migrated spool schema");
+                }
                 meta_text(&tx, &path, "stream_id")?
             }
         };
@@ -211,19 +280,22 @@ impl Spool {
 
     /// Assigns the next seq, encodes `Report { seq, sampled_at_ms, results }` with prost and
     /// stores it durably, in one transaction with the `next_seq` bump, any bound-forced
-    /// deletion of the oldest reports and the drop counter.
+    /// deletion of the oldest reports (whose retirements it takes over, invariant 7) and
+    /// the drop counter.
     pub fn append(&mut self, sampled_at_ms: i64, results: Vec<CheckResult>) -> Result<Appended, SpoolError> {
-        self.append_report(sampled_at_ms, results, Vec::new())
+        self.append_report(sampled_at_ms, results, Vec::new(), &[])
     }
 
-    /// [`Spool::append`] with the check ids the agent stopped running (`retired_checks`):
-    /// they travel in the report body, so they are as durable as results and reach the
-    /// collector exactly when (and in the order) the report does.
+    /// [`Spool::append`] with the check ids the agent stopped running (`retired_checks`)
+    /// and the changes to the units' check ids this report carries (`units`, invariant 6):
+    /// the retirements travel in the report body, so they are as durable as results and
+    /// reach the collector exactly when (and in the order) the report does.
     pub fn append_report(
         &mut self,
         sampled_at_ms: i64,
         results: Vec<CheckResult>,
         retired_checks: Vec<String>,
+        units: &[UnitChange],
     ) -> Result<Appended, SpoolError> {
         let path = self.path.as_path();
         let limits = self.limits;
@@ -237,32 +309,55 @@ impl Spool {
         })?;
         let count = meta_u64(&tx, path, "pending_count")?;
         let bytes = meta_u64(&tx, path, "pending_bytes")?;
+        // Before the drops: a check these changes report is back (invariant 7).
+        write_unit_changes(&tx, path, units)?;
 
-        let body = Report { seq, sampled_at_ms, results, retired_checks }.encode_to_vec();
-        let len = body.len() as u64;
+        let mut report = Report { seq, sampled_at_ms, results, retired_checks };
+        let mut new_len = report.encoded_len() as u64;
 
-        // Drop the oldest reports until the new one fits.
-        let must_drop = |dropped: u64, dropped_bytes: u64| {
+        // Drop the oldest reports until the new one fits; their retirements move into it,
+        // which makes it longer (so the loop looks at `new_len` again after each).
+        let must_drop = |dropped: u64, dropped_bytes: u64, new_len: u64| {
             let (count, bytes) = (count - dropped, bytes - dropped_bytes);
-            count > 0 && (count + 1 > limits.max_reports || bytes.saturating_add(len) > limits.max_bytes)
+            count > 0 && (count + 1 > limits.max_reports || bytes.saturating_add(new_len) > limits.max_bytes)
         };
-        let (mut dropped, mut dropped_bytes) = (0u64, 0u64);
+        let (mut dropped, mut dropped_bytes, mut carried) = (0u64, 0u64, 0usize);
         let mut dropped_range: Option<(i64, i64)> = None;
-        if must_drop(0, 0) {
+        if must_drop(0, 0, new_len) {
+            // The checks whose retirement is not carried; filled at the first one to carry.
+            let mut not_carried: Option<HashSet<String>> = None;
             let mut stmt =
-                tx.prepare_cached("SELECT seq, len FROM reports ORDER BY seq").map_err(sql(path))?;
+                tx.prepare_cached("SELECT seq, len, body FROM reports ORDER BY seq").map_err(sql(path))?;
             let mut rows = stmt.query([]).map_err(sql(path))?;
-            while let Some(row) = rows.next().map_err(sql(path))? {
+            while must_drop(dropped, dropped_bytes, new_len) {
+                let Some(row) = rows.next().map_err(sql(path))? else { break };
                 let s: i64 = row.get(0).map_err(sql(path))?;
                 let l: i64 = row.get(1).map_err(sql(path))?;
                 dropped += 1;
                 dropped_bytes += u64::try_from(l).unwrap_or(0);
                 dropped_range = Some((dropped_range.map_or(s, |(first, _)| first), s));
-                if dropped >= count || !must_drop(dropped, dropped_bytes) {
-                    break;
+                let retired = dropped_retirements(row.get_ref(2).map_err(sql(path))?, path, s);
+                if retired.is_empty() {
+                    continue;
+                }
+                let excluded = match &mut not_carried {
+                    Some(excluded) => excluded,
+                    None => not_carried.insert(back_or_retired(&tx, path, &report)?),
+                };
+                let before = report.retired_checks.len();
+                for check in retired {
+                    if excluded.insert(check.clone()) {
+                        report.retired_checks.push(check);
+                    }
+                }
+                if report.retired_checks.len() > before {
+                    carried += report.retired_checks.len() - before;
+                    new_len = report.encoded_len() as u64;
                 }
             }
         }
+        let body = report.encode_to_vec();
+        let len = body.len() as u64;
         if let Some((_, last)) = dropped_range {
             tx.prepare_cached("DELETE FROM reports WHERE seq <= ?1")
                 .and_then(|mut stmt| stmt.execute([last]))
@@ -291,6 +386,7 @@ impl Spool {
                 dropped_total,
                 first_dropped_seq = first,
                 last_dropped_seq = last,
+                carried_retirements = carried,
                 max_reports = limits.max_reports,
                 max_bytes = limits.max_bytes,
                 "spool full: dropped oldest unacked reports"
@@ -375,6 +471,23 @@ impl Spool {
         read_stats(&self.conn, &self.path)
     }
 
+    /// The check ids every unit reported last, as committed (`unit_checks`).
+    pub fn unit_checks(&self) -> Result<UnitChecks, SpoolError> {
+        let path = self.path.as_path();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT unit, check_id FROM unit_checks ORDER BY unit, check_id")
+            .map_err(sql(path))?;
+        let mut rows = stmt.query([]).map_err(sql(path))?;
+        let mut units = UnitChecks::new();
+        while let Some(row) = rows.next().map_err(sql(path))? {
+            let unit: String = row.get(0).map_err(sql(path))?;
+            let check: String = row.get(1).map_err(sql(path))?;
+            units.entry(unit).or_default().push(check);
+        }
+        Ok(units)
+    }
+
     /// Test helper: the running totals and the seq range match the rows.
     #[cfg(test)]
     fn check_invariants(&self) {
@@ -418,13 +531,14 @@ fn create_dir(dir: &Path) -> Result<(), SpoolError> {
     builder.create(dir).map_err(|error| SpoolError::Io { path: dir.to_owned(), error })
 }
 
-fn check_schema(conn: &Connection, path: &Path) -> Result<(), SpoolError> {
+/// The file's schema version, if this agent reads it (`OLDEST_SCHEMA_VERSION..=SCHEMA_VERSION`).
+fn check_schema(conn: &Connection, path: &Path) -> Result<i64, SpoolError> {
     let version: Option<i64> = conn
         .prepare_cached("SELECT value FROM meta WHERE key = 'schema_version'")
         .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)).optional())
         .map_err(sql(path))?;
     match version {
-        Some(SCHEMA_VERSION) => Ok(()),
+        Some(v) if (OLDEST_SCHEMA_VERSION..=SCHEMA_VERSION).contains(&v) => Ok(v),
         Some(v) => Err(SpoolError::Unsupported {
             path: path.to_owned(),
             detail: format!("schema version {v} (this agent knows {SCHEMA_VERSION})"),
@@ -433,6 +547,55 @@ fn check_schema(conn: &Connection, path: &Path) -> Result<(), SpoolError> {
             Err(SpoolError::CorruptMeta { path: path.to_owned(), detail: "schema_version is missing".into() })
         }
     }
+}
+
+/// Applies `units` to `unit_checks` (invariant 6).
+fn write_unit_changes(conn: &Connection, path: &Path, units: &[UnitChange]) -> Result<(), SpoolError> {
+    for change in units {
+        let (UnitChange::Reported { unit, .. } | UnitChange::Retired { unit }) = change;
+        conn.prepare_cached("DELETE FROM unit_checks WHERE unit = ?1")
+            .and_then(|mut stmt| stmt.execute([unit]))
+            .map_err(sql(path))?;
+        if let UnitChange::Reported { unit, checks } = change {
+            let mut insert = conn
+                .prepare_cached("INSERT OR IGNORE INTO unit_checks (unit, check_id) VALUES (?1, ?2)")
+                .map_err(sql(path))?;
+            for check in checks {
+                insert.execute([unit, check]).map_err(sql(path))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `retired_checks` of a dropped report's body; none (logged) if it does not decode:
+/// the report is dropped either way.
+fn dropped_retirements(body: rusqlite::types::ValueRef<'_>, path: &Path, seq: i64) -> Vec<String> {
+    let decoded = body
+        .as_blob()
+        .map_err(|error| error.to_string())
+        .and_then(|body| RetiredChecks::decode(body).map_err(|error| error.to_string()));
+    match decoded {
+        Ok(decoded) => decoded.retired_checks,
+        Err(error) => {
+            tracing::warn!(path = %path.display(), seq, %error, "dropped report does not decode; its retirements are lost");
+            Vec::new()
+        }
+    }
+}
+
+/// The checks a dropped report's retirement is not carried for: those `report` already
+/// retires or has a result for, and those a running unit reports (`unit_checks`): back
+/// since (invariant 7).
+fn back_or_retired(conn: &Connection, path: &Path, report: &Report) -> Result<HashSet<String>, SpoolError> {
+    let mut checks: HashSet<String> = report.retired_checks.iter().cloned().collect();
+    checks.extend(report.results.iter().map(|result| result.check_id.clone()));
+    let mut stmt = conn.prepare_cached("SELECT check_id FROM unit_checks").map_err(sql(path))?;
+    let mut rows = stmt.query([]).map_err(sql(path))?;
+    while let Some(row) = rows.next().map_err(sql(path))? {
+        checks.insert(row.get(0).map_err(sql(path))?);
+    }
+    Ok(checks)
 }
 
 fn meta_value<T: rusqlite::types::FromSql>(
@@ -493,7 +656,7 @@ fn read_stats(conn: &Connection, path: &Path) -> Result<SpoolStats, SpoolError> 
 
 #[cfg(test)]
 mod tests {
-    use std::collections::VecDeque;
+    use std::collections::{HashSet, VecDeque};
     use std::io::BufRead;
 
     use nightowl_proto::ProbeStatus;
@@ -565,7 +728,7 @@ mod tests {
         let mut spool = Spool::open(dir.path(), big()).unwrap();
         spool.append(1, results(1, 1)).unwrap();
         let retired = vec!["service:web".to_owned(), "latency:gw".to_owned()];
-        assert_eq!(spool.append_report(2, Vec::new(), retired.clone()).unwrap().seq, 2);
+        assert_eq!(spool.append_report(2, Vec::new(), retired.clone(), &[]).unwrap().seq, 2);
         drop(spool);
         let spool = Spool::open(dir.path(), big()).unwrap();
         let pending = spool.pending_after(0, 10).unwrap();
@@ -575,6 +738,211 @@ mod tests {
         let expected: u64 = pending.iter().map(|report| report.encoded_len() as u64).sum();
         assert_eq!(spool.stats().unwrap().pending_bytes, expected);
         spool.check_invariants();
+    }
+
+    fn result(check_id: &str) -> CheckResult {
+        CheckResult { check_id: check_id.into(), kind: "service".into(), ..Default::default() }
+    }
+
+    fn ids(checks: &[&str]) -> Vec<String> {
+        checks.iter().map(|check| (*check).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_retirement_dropped_by_the_bound_moves_into_the_next_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = SpoolLimits { max_reports: 2, max_bytes: u64::MAX };
+        let mut spool = Spool::open(dir.path(), limits).unwrap();
+        let retired = ids(&["service:gone", "service:web", "latency:gw"]);
+        spool.append_report(1, vec![result("service:db")], retired, &[]).unwrap();
+        spool.append_report(2, vec![result("service:db")], ids(&["latency:gw"]), &[]).unwrap();
+        // Seq 1 is dropped; service:web came back (a result here), latency:gw is already
+        // retired by seq 2 (a surviving report) but carried again: retiring twice is harmless.
+        let appended =
+            spool.append_report(3, vec![result("service:web")], ids(&["service:old"]), &[]).unwrap();
+        assert_eq!(appended, Appended { seq: 3, dropped: 1 });
+        let pending = spool.pending_after(0, 10).unwrap();
+        assert_eq!(seqs(&pending), [2, 3]);
+        assert_eq!(pending[1].retired_checks, ["service:old", "service:gone", "latency:gw"]);
+        assert_eq!(pending[1].results, [result("service:web")]);
+        spool.check_invariants();
+
+        // Carried again when the report that carries them is dropped in turn.
+        spool.append(4, vec![result("service:db")]).unwrap();
+        spool.append(5, vec![result("service:db")]).unwrap();
+        let pending = spool.pending_after(0, 10).unwrap();
+        assert_eq!(seqs(&pending), [4, 5]);
+        assert_eq!(pending[0].retired_checks, ["latency:gw"], "seq 2's, carried by seq 4");
+        assert_eq!(pending[1].retired_checks, ["service:old", "service:gone", "latency:gw"]);
+        spool.check_invariants();
+        drop(spool);
+        let spool = Spool::open(dir.path(), limits).unwrap();
+        assert_eq!(spool.pending_after(0, 10).unwrap(), pending);
+        assert_eq!(spool.stats().unwrap().dropped_total, 3);
+    }
+
+    #[test]
+    fn a_dropped_retirement_of_a_check_that_is_back_is_not_carried() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = SpoolLimits { max_reports: 2, max_bytes: u64::MAX };
+        let mut spool = Spool::open(dir.path(), limits).unwrap();
+        let web = || UnitChange::Reported { unit: "service:web".into(), checks: ids(&["service:web"]) };
+        let retire_web = UnitChange::Retired { unit: "service:web".into() };
+        spool.append_report(1, vec![result("service:web")], Vec::new(), &[web()]).unwrap();
+        spool.append_report(2, Vec::new(), ids(&["service:web", "service:gone"]), &[retire_web]).unwrap();
+        assert!(spool.unit_checks().unwrap().is_empty());
+        // web is back in seq 3, a report that survives the drop of seq 2 below.
+        spool.append_report(3, vec![result("service:web")], Vec::new(), &[web()]).unwrap();
+        spool.append(4, vec![result("service:db")]).unwrap();
+        let pending = spool.pending_after(0, 10).unwrap();
+        assert_eq!(seqs(&pending), [3, 4]);
+        assert_eq!(pending[1].retired_checks, ["service:gone"], "web is back and running: not retired");
+        spool.check_invariants();
+    }
+
+    #[test]
+    fn carried_retirements_count_towards_the_byte_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = |i: usize| format!("service:{}{i}", "x".repeat(200));
+        let first = Report { seq: 1, sampled_at_ms: 1, results: Vec::new(), retired_checks: vec![long(0)] };
+        let empty = Report { seq: 2, sampled_at_ms: 1, results: Vec::new(), retired_checks: Vec::new() };
+        // Room for the first report and an empty one, not for two carrying the long id.
+        let limits = SpoolLimits {
+            max_reports: u64::MAX,
+            max_bytes: (first.encoded_len() + empty.encoded_len() + 10) as u64,
+        };
+        let mut spool = Spool::open(dir.path(), limits).unwrap();
+        spool.append_report(1, Vec::new(), vec![long(0)], &[]).unwrap();
+        spool.append_report(1, Vec::new(), Vec::new(), &[]).unwrap();
+        // Seq 3 is as long as seq 1: seq 1 goes, its retirement comes in, and then seq 2 must
+        // go too to make room for the longer seq 3.
+        let appended = spool.append_report(1, Vec::new(), vec![long(1)], &[]).unwrap();
+        assert_eq!(appended, Appended { seq: 3, dropped: 2 });
+        let pending = spool.pending_after(0, 10).unwrap();
+        assert_eq!(seqs(&pending), [3]);
+        assert_eq!(pending[0].retired_checks, [long(1), long(0)]);
+        spool.check_invariants();
+    }
+
+    #[test]
+    fn retired_checks_decode_alone_from_a_report() {
+        let report = Report {
+            seq: 7,
+            sampled_at_ms: 9,
+            results: results(3, 4),
+            retired_checks: ids(&["service:web", "disk:/home"]),
+        };
+        let decoded = RetiredChecks::decode(report.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(decoded.retired_checks, report.retired_checks);
+    }
+
+    #[test]
+    fn unit_checks_change_with_the_report_that_carries_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), big()).unwrap();
+        assert!(spool.unit_checks().unwrap().is_empty());
+        let disk = |checks: &[&str]| UnitChange::Reported { unit: "disk".into(), checks: ids(checks) };
+        let web = UnitChange::Reported { unit: "service:web".into(), checks: ids(&["service:web"]) };
+        spool
+            .append_report(
+                1,
+                vec![result("disk:/"), result("service:web")],
+                Vec::new(),
+                &[disk(&["disk:/"]), web],
+            )
+            .unwrap();
+        spool
+            .append_report(2, vec![result("disk:/")], Vec::new(), &[disk(&["disk:/", "disk:/home"])])
+            .unwrap();
+        spool
+            .append_report(
+                3,
+                Vec::new(),
+                ids(&["service:web"]),
+                &[UnitChange::Retired { unit: "service:web".into() }],
+            )
+            .unwrap();
+        // Acks do not touch it: it describes the units, not the pending reports.
+        spool.ack(u64::MAX).unwrap();
+        drop(spool);
+        let spool = Spool::open(dir.path(), big()).unwrap();
+        let want: UnitChecks = [("disk".to_owned(), ids(&["disk:/", "disk:/home"]))].into_iter().collect();
+        assert_eq!(spool.unit_checks().unwrap(), want);
+    }
+
+    /// The schema of version 1, as agents before `unit_checks` created it.
+    const SCHEMA_V1: &str = "
+        CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value NOT NULL) WITHOUT ROWID;
+        CREATE TABLE reports (seq INTEGER PRIMARY KEY, len INTEGER NOT NULL, body BLOB NOT NULL);";
+
+    #[test]
+    fn a_version_1_spool_is_migrated_with_its_pending_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        let stream_id = "0190b6a4-7c3e-7a4b-9f7e-3f3f3f3f3f3f";
+        let old: Vec<Report> = (6..=7)
+            .map(|seq| Report {
+                seq,
+                sampled_at_ms: 1_000 + seq as i64,
+                results: results(2, 3),
+                retired_checks: if seq == 7 { ids(&["service:web"]) } else { Vec::new() },
+            })
+            .collect();
+        {
+            let conn = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+            conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+            conn.execute_batch(SCHEMA_V1).unwrap();
+            let bytes: usize = old.iter().map(|report| report.encoded_len()).sum();
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES
+                     ('schema_version', 1), ('stream_id', ?1), ('next_seq', 8),
+                     ('dropped_total', 5), ('pending_count', 2), ('pending_bytes', ?2)",
+                params![stream_id, bytes as i64],
+            )
+            .unwrap();
+            for report in &old {
+                let body = report.encode_to_vec();
+                conn.execute(
+                    "INSERT INTO reports (seq, len, body) VALUES (?1, ?2, ?3)",
+                    params![report.seq as i64, body.len() as i64, body],
+                )
+                .unwrap();
+            }
+        }
+        // A reader (`nightowl-agent spool`) reads version 1 without migrating it.
+        let before = Spool::stats_at(dir.path()).unwrap();
+        assert_eq!((before.pending, before.next_seq, before.dropped_total), (2, 8, 5));
+
+        let mut spool = Spool::open(dir.path(), big()).unwrap();
+        assert_eq!(spool.stream_id(), stream_id);
+        assert_eq!(spool.pending_after(0, 10).unwrap(), old);
+        assert_eq!(spool.stats().unwrap(), before);
+        assert!(spool.unit_checks().unwrap().is_empty());
+        let version: i64 = spool
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        spool.check_invariants();
+
+        // It works as a version 2 spool from here, and opens again without migrating.
+        let unit = UnitChange::Reported { unit: "service:db".into(), checks: ids(&["service:db"]) };
+        assert_eq!(spool.append_report(1, vec![result("service:db")], Vec::new(), &[unit]).unwrap().seq, 8);
+        drop(spool);
+        let spool = Spool::open(dir.path(), big()).unwrap();
+        assert_eq!(seqs(&spool.pending_after(0, 10).unwrap()), [6, 7, 8]);
+        assert_eq!(spool.unit_checks().unwrap().len(), 1);
+        spool.check_invariants();
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Spool::open(dir.path(), big()).unwrap());
+        let conn = Connection::open(dir.path().join(FILE_NAME)).unwrap();
+        conn.execute("UPDATE meta SET value = 3 WHERE key = 'schema_version'", []).unwrap();
+        drop(conn);
+        assert!(matches!(Spool::open(dir.path(), big()), Err(SpoolError::Unsupported { .. })));
+        assert!(matches!(Spool::stats_at(dir.path()), Err(SpoolError::Unsupported { .. })));
     }
 
     #[test]
@@ -800,15 +1168,24 @@ mod tests {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Append { n: usize, width: usize },
+        /// `retired`: (width, index) of ids shaped like `results`', so they sometimes match.
+        Append {
+            n: usize,
+            width: usize,
+            retired: Vec<(usize, usize)>,
+        },
         Ack(u64),
         Reopen,
-        Pending { after: u64, limit: usize },
+        Pending {
+            after: u64,
+            limit: usize,
+        },
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            5 => (0..4usize, 0..24usize).prop_map(|(n, width)| Op::Append { n, width }),
+            5 => (0..4usize, 0..24usize, proptest::collection::vec((0..2usize, 0..3usize), 0..3))
+                .prop_map(|(n, width, retired)| Op::Append { n, width, retired }),
             2 => prop_oneof![4 => 0..30u64, 1 => Just(u64::MAX)].prop_map(Op::Ack),
             1 => Just(Op::Reopen),
             2 => (0..30u64, 0..6usize).prop_map(|(after, limit)| Op::Pending { after, limit }),
@@ -824,15 +1201,24 @@ mod tests {
     }
 
     impl Model {
-        fn append(&mut self, limits: SpoolLimits, report: Report) -> Appended {
-            let len = report.encoded_len() as u64;
+        fn append(&mut self, limits: SpoolLimits, mut report: Report) -> Appended {
+            let mut len = report.encoded_len() as u64;
             let mut dropped = 0;
+            // No unit changes here: a check is back only with a result in this report.
+            let mut not_carried: HashSet<String> = report.retired_checks.iter().cloned().collect();
+            not_carried.extend(report.results.iter().map(|result| result.check_id.clone()));
             while !self.queue.is_empty()
                 && (self.queue.len() as u64 + 1 > limits.max_reports || self.bytes + len > limits.max_bytes)
             {
                 let old = self.queue.pop_front().unwrap();
                 self.bytes -= old.encoded_len() as u64;
                 dropped += 1;
+                for check in old.retired_checks {
+                    if not_carried.insert(check.clone()) {
+                        report.retired_checks.push(check);
+                    }
+                }
+                len = report.encoded_len() as u64;
             }
             self.dropped_total += dropped;
             self.bytes += len;
@@ -885,16 +1271,19 @@ mod tests {
             let mut model = Model { next_seq: 1, ..Model::default() };
             for (i, op) in ops.into_iter().enumerate() {
                 match op {
-                    Op::Append { n, width } => {
+                    Op::Append { n, width, retired } => {
                         let sampled_at_ms = 1_700_000_000_000 + i as i64;
+                        let retired: Vec<String> =
+                            retired.iter().map(|(w, i)| format!("disk:/{}{i}", "v".repeat(*w))).collect();
                         let report = Report {
                             seq: model.next_seq,
                             sampled_at_ms,
                             results: results(n, width),
-                            retired_checks: Vec::new(),
+                            retired_checks: retired.clone(),
                         };
                         let want = model.append(limits, report);
-                        prop_assert_eq!(spool.append(sampled_at_ms, results(n, width)).unwrap(), want);
+                        let got = spool.append_report(sampled_at_ms, results(n, width), retired, &[]).unwrap();
+                        prop_assert_eq!(got, want);
                     }
                     Op::Ack(seq) => prop_assert_eq!(spool.ack(seq).unwrap(), model.ack(seq)),
                     Op::Reopen => {
