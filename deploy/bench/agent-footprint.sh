@@ -23,6 +23,7 @@
 #   compare). Environment passes through to the agent (e.g. MALLOC_ARENA_MAX=2).
 #   NIGHTOWL_BIN_DIR: use these binaries, build nothing (NIGHTOWL_AGENT_BIN overrides the
 #   agent's path alone).
+#   NIGHTOWL_AGENT_LOG: the agent's RUST_LOG (default warn; its log is in the work dir).
 set -euo pipefail
 
 duration=600
@@ -193,7 +194,7 @@ results=()
 for interval in $intervals; do
     seconds=${interval%s}
     write_agent_config "$interval"
-    RUST_LOG=warn "$agent_bin" run --config "$work/agent.toml" 2>"$work/agent-$interval.log" &
+    RUST_LOG="${NIGHTOWL_AGENT_LOG:-warn}" "$agent_bin" run --config "$work/agent.toml" 2>"$work/agent-$interval.log" &
     agent=$!
     pids+=("$agent")
     sleep "$warmup"
