@@ -28,6 +28,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 
+# A fresh clone gains nothing from incremental caches, and they cost disk (see the dev
+# profile in Cargo.toml: a full CI disk once killed the linker). Say where we stand.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+echo "tests/run.sh: free disk for target/: $(df -Ph "${CARGO_TARGET_DIR:-.}" 2>/dev/null | awk 'NR==2{print $4}' || echo unknown)"
+
 cargo fmt --all -- --check
 
 # The agent must also build for Windows (its service backend for the Service Control
