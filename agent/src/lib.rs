@@ -10,7 +10,7 @@
 //!   one sampling function. A failing probe yields an UNKNOWN result, never a dead loop.
 //! - `spool`: durable, bounded queue of reports not yet acked by the collector, and the
 //!   check ids each unit reported last (to retire a unit removed while the agent was down).
-//! - `sampler`: runs every probe unit as its own task (interval + jitter + event hook),
+//! - `sampler`: runs every probe unit as its own task (interval on a per-agent grid + event hook),
 //!   batches results into reports, appends them to the spool; applies config reloads.
 //! - `session/`: connect, Hello, stream the spool, apply acks, reconnect with backoff.
 //! - `reload`: watches the config file and re-runs the same load + validate path.

@@ -1,7 +1,11 @@
 //! Runs the probe units and turns their results into spooled reports.
 //!
-//! - Every unit is its own task on its own interval, jittered by ±10 % so probes of many
-//!   agents (and of one agent) do not fire in lockstep; a slow probe delays nobody else.
+//! - Every unit is its own task on its own interval; a slow probe delays nobody else. The
+//!   units of one agent sample on one [`Grid`]: a unit samples at the agent's random
+//!   phase modulo its interval, so units with the same interval sample together (one
+//!   report per cycle, one shared process scan) and the agents of a fleet do not sample
+//!   in lockstep (each picks its phase at start). A unit's first sample comes at once
+//!   (within half a second), then it joins the grid.
 //! - A unit also samples at once when its probe's [`Probe::changed`] hook fires (a
 //!   watched process exited, a log line matched).
 //! - The reporter batches results arriving within [`BATCH_WINDOW`] into one report (the
@@ -79,6 +83,7 @@ pub struct Sampler {
     results: mpsc::Sender<Sampled>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    grid: Grid,
     /// What the spool remembered of the units at start ([`Spool::unit_checks`]), until the
     /// first [`Sampler::apply`] retires those it does not run.
     ///
@@ -102,7 +107,15 @@ impl Sampler {
         let (results, receiver) = mpsc::channel(256);
         let tasks = TaskTracker::new();
         tasks.spawn(report_loop(receiver, spool, remembered.clone(), new_report, shutdown.clone()));
-        Self { running: HashMap::new(), context, results, tasks, shutdown, remembered: Some(remembered) }
+        Self {
+            running: HashMap::new(),
+            context,
+            results,
+            tasks,
+            shutdown,
+            grid: Grid::random(),
+            remembered: Some(remembered),
+        }
     }
 
     /// Makes `units` the running set. The first call also retires the units the spool
@@ -174,6 +187,7 @@ impl Sampler {
             unit.key.clone(),
             probe,
             unit.interval,
+            self.grid,
             self.results.clone(),
             stop.clone(),
             retire.clone(),
@@ -189,35 +203,77 @@ impl Sampler {
     }
 }
 
-/// `interval` × a random factor in [0.9, 1.1].
-fn jittered(interval: Duration) -> Duration {
-    interval.mul_f64(0.9 + fastrand::f64() * 0.2)
+/// When units sample: for a unit of interval `I`, at `anchor + (offset mod I) + k × I`.
+///
+/// One grid per agent, so that its units line up: every unit of the same interval samples
+/// at the same instants (and units of interval 2I at every other one of them). Units that
+/// each added their own jitter to every interval drifted apart for good (a random walk of
+/// their phases): after a few minutes each sampled alone, so an agent spooled and sent a
+/// report per unit per cycle and its process checks stopped sharing a scan (10.6 reports
+/// per 10 s cycle for 16 units, measured; README "Performance" > agent footprint).
+/// `offset` is random per agent (below an hour, uniform enough for any interval that
+/// divides an hour), so a fleet started at one moment still spreads its reports over the
+/// whole interval. The grid does not drift: a late wake-up delays that sample only.
+#[derive(Debug, Clone, Copy)]
+struct Grid {
+    anchor: tokio::time::Instant,
+    offset: Duration,
+}
+
+impl Grid {
+    fn random() -> Self {
+        let offset = Duration::from_nanos(fastrand::u64(..3_600_000_000_000));
+        Self { anchor: tokio::time::Instant::now(), offset }
+    }
+
+    /// The first instant of the grid of `interval` strictly after `after`.
+    fn next_after(&self, interval: Duration, after: tokio::time::Instant) -> tokio::time::Instant {
+        let period = interval.as_nanos().max(1);
+        let phase = self.offset.as_nanos() % period;
+        let since = after.saturating_duration_since(self.anchor).as_nanos();
+        // Points are anchor + phase + k × period (k may be −1: phase < period); the first
+        // one past `after` has k = ⌊(since + period − phase) / period⌋.
+        let next = phase + (since + period - phase) / period * period;
+        self.anchor + Duration::from_nanos(u64::try_from(next).unwrap_or(u64::MAX))
+    }
 }
 
 async fn run_unit(
     key: String,
     mut probe: AnyProbe,
     interval: Duration,
+    grid: Grid,
     results: mpsc::Sender<Sampled>,
     stop: CancellationToken,
     retire: Arc<AtomicBool>,
 ) {
     // Spread the first samples a little, but take them soon: a fresh agent should
-    // report within a second or two.
-    let mut next =
-        tokio::time::Instant::now() + interval.min(Duration::from_secs(1)).mul_f64(fastrand::f64() * 0.5);
+    // report within a second or two. Then the grid, not less than half an interval on.
+    let first = interval.min(Duration::from_secs(1)).mul_f64(fastrand::f64() * 0.5);
+    let mut next = tokio::time::Instant::now() + first;
+    let mut joined = false;
     // The check ids of the last sample: what this unit retires when it is removed.
     let mut reported: Vec<String> = Vec::new();
     loop {
-        tokio::select! {
+        let timed = tokio::select! {
             () = stop.cancelled() => break,
-            () = tokio::time::sleep_until(next) => next = tokio::time::Instant::now() + jittered(interval),
-            () = probe.changed() => tracing::debug!(unit = %key, "change signalled; sampling now"),
-        }
+            () = tokio::time::sleep_until(next) => true,
+            () = probe.changed() => {
+                tracing::debug!(unit = %key, "change signalled; sampling now");
+                false
+            }
+        };
         let mut batch = tokio::select! {
             () = stop.cancelled() => break,
             batch = probe.sample() => batch,
         };
+        if timed {
+            // The next point after this sample: points a slow sample overran are skipped,
+            // not caught up. An event's sample leaves the schedule as it was.
+            let after = tokio::time::Instant::now();
+            next = grid.next_after(interval, if joined { after } else { after + interval / 2 });
+            joined = true;
+        }
         // The collector detects a silent check by its interval.
         let interval_ms = u32::try_from(interval.as_millis()).unwrap_or(u32::MAX);
         for result in &mut batch {
@@ -625,6 +681,98 @@ mod tests {
         assert_eq!(spool.lock().unwrap().unit_checks().unwrap(), db_unit);
     }
 
+    #[test]
+    fn the_grid_is_the_first_point_strictly_after() {
+        let anchor = tokio::time::Instant::now();
+        let grid = Grid { anchor, offset: Duration::from_millis(3_723) };
+        let at = |ms: u64| anchor + Duration::from_millis(ms);
+        let ten = Duration::from_secs(10);
+        // Phase 3.723 s for 10 s; 723 ms for 1 s (and for 3 s: 3,723 mod 3,000).
+        assert_eq!(grid.next_after(ten, anchor), at(3_723));
+        assert_eq!(grid.next_after(ten, at(3_722)), at(3_723));
+        assert_eq!(grid.next_after(ten, at(3_723)), at(13_723), "strictly after");
+        assert_eq!(grid.next_after(ten, at(58_000)), at(63_723), "missed points are skipped");
+        assert_eq!(grid.next_after(Duration::from_secs(1), at(5_000)), at(5_723));
+        assert_eq!(grid.next_after(Duration::from_secs(3), anchor), at(723));
+        // Interval 20 s lands on every other point of 10 s: 13.723 or 23.723 … here 23.723.
+        let twenty = grid.next_after(Duration::from_secs(20), at(4_000));
+        assert_eq!(twenty, at(23_723));
+        assert_eq!(grid.next_after(ten, at(13_723)), twenty);
+        // An offset of a whole number of periods is phase 0.
+        let whole = Grid { anchor, offset: Duration::from_secs(3_590) };
+        assert_eq!(whole.next_after(ten, at(1)), at(10_000));
+    }
+
+    /// What units sent the reporter until `until`, with when it arrived (paused time:
+    /// exact instants).
+    async fn arrivals(
+        mut receiver: mpsc::Receiver<Sampled>,
+        until: tokio::time::Instant,
+    ) -> Vec<(String, tokio::time::Instant)> {
+        let mut seen = Vec::new();
+        while let Ok(sampled) = tokio::time::timeout_at(until, receiver.recv()).await {
+            match sampled.unwrap() {
+                Sampled::Results { unit, .. } => seen.push((unit, tokio::time::Instant::now())),
+                Sampled::Retired(_) => panic!("nothing is retired here"),
+            }
+        }
+        seen
+    }
+
+    /// Units sample on the agent's grid: those of one interval together, every cycle, so
+    /// that a cycle is one report; a unit of twice the interval on every other point. With
+    /// a jitter per unit and per cycle (before), their phases drifted apart for good.
+    #[tokio::test(start_paused = true)]
+    async fn units_of_one_agent_sample_together_on_its_grid() {
+        let (results, receiver) = mpsc::channel(64);
+        let context = ProbeContext { state_dir: std::env::temp_dir() };
+        let grid = Grid::random();
+        let stop = CancellationToken::new();
+        let interval = Duration::from_secs(10);
+        for (key, every) in [("a", interval), ("b", interval), ("c", interval), ("slow", interval * 2)] {
+            let probe = AnyProbe::Host(Box::new(crate::probes::host::HostProbe::new(&context)));
+            let task =
+                run_unit(key.into(), probe, every, grid, results.clone(), stop.clone(), Arc::default());
+            tokio::spawn(task);
+        }
+        let seen = arrivals(receiver, grid.anchor + Duration::from_secs(300)).await;
+        stop.cancel();
+        let of = |unit: &str| -> Vec<tokio::time::Instant> {
+            seen.iter().filter(|(key, _)| key == unit).map(|(_, at)| *at).collect()
+        };
+        let (a, b, c, slow) = (of("a"), of("b"), of("c"), of("slow"));
+        for unit in [&a, &b, &c, &slow] {
+            // The first sample at once, within half a second; the next not before half an
+            // interval (a unit joins the grid at the first point after that).
+            assert!(unit[0] <= grid.anchor + Duration::from_millis(500), "first sample within 0.5 s");
+            assert!(unit[1] - unit[0] >= interval / 2, "no second sample right after the first: {unit:?}");
+        }
+        // Once all have joined (by 0.5 + 5 + 10 s), every point of the grid, the same for
+        // all three, not drifting. tokio's timers have millisecond resolution: a point
+        // fires within 1 ms after it.
+        let joined = |unit: &[tokio::time::Instant]| -> Vec<tokio::time::Instant> {
+            unit.iter().copied().filter(|at| *at > grid.anchor + Duration::from_secs(16)).collect()
+        };
+        let points: Vec<tokio::time::Instant> = std::iter::successors(
+            Some(grid.next_after(interval, grid.anchor + Duration::from_secs(16))),
+            |at| Some(*at + interval),
+        )
+        .take_while(|at| *at < grid.anchor + Duration::from_secs(300))
+        .collect();
+        let a = joined(&a);
+        assert_eq!(a.len(), points.len(), "a: {a:?} points: {points:?}");
+        let on = |at: &tokio::time::Instant, point: &tokio::time::Instant| {
+            *at >= *point && *at - *point < Duration::from_millis(1)
+        };
+        assert!(a.iter().zip(&points).all(|(at, point)| on(at, point)), "a on the grid: {a:?} {points:?}");
+        assert_eq!((joined(&b), joined(&c)), (a.clone(), a.clone()), "b and c with a");
+        // The 20 s unit: on every other point of the 10 s grid.
+        let slow = joined(&slow);
+        assert!(slow.len() >= 13, "20 s over 284 s: {slow:?}");
+        assert!(slow.iter().all(|at| a.contains(at)), "20 s on the 10 s grid: {slow:?}");
+        assert!(slow.windows(2).all(|pair| pair[1] - pair[0] == interval * 2));
+    }
+
     /// Every unit is a task whose future lives as long as the unit; the probes' own
     /// futures are boxed per sample (`AnyProbe::sample`), or each unit would be as large
     /// as the largest probe's future (18,112 bytes when this was written; 808 boxed).
@@ -637,6 +785,7 @@ mod tests {
             "host".into(),
             probe,
             Duration::from_secs(1),
+            Grid::random(),
             results,
             CancellationToken::new(),
             Arc::default(),

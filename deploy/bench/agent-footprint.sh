@@ -8,6 +8,8 @@
 #   RSS  = VmRSS (/proc/PID/status)            PSS = Pss (/proc/PID/smaps_rollup)
 #   threads = Threads                          CPU = utime + stime (/proc/PID/stat) / CLK_TCK
 #   CPU ms per cycle = CPU ms over the window / (window / interval)
+#   reports per cycle = reports spooled over the window (the spool's next_seq) / cycles:
+#   each is an SQLite transaction, a gRPC message and an ack, so it weighs on the CPU
 # CPU time, not wall time: robust on a shared, noisy machine.
 #
 # Check set: every real mount (disk defaults); 5 services (4 processes by name, started
@@ -189,6 +191,10 @@ EOF
 ticks=$(getconf CLK_TCK)
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 kib() { awk -v key="$2:" '$1 == key { print $2 }' "$1"; }
+next_seq() {
+    "$agent_bin" spool --config "$work/agent.toml" 2>/dev/null \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["next_seq"])'
+}
 
 results=()
 for interval in $intervals; do
@@ -198,6 +204,7 @@ for interval in $intervals; do
     agent=$!
     pids+=("$agent")
     sleep "$warmup"
+    start_seq=$(next_seq)
     start_ticks=$(cpu_ticks "$agent")
     start_time=$(date +%s.%N)
     rss_sum=0; rss_max=0; pss_max=0; threads_max=0; samples=0
@@ -213,12 +220,13 @@ for interval in $intervals; do
         sleep 5
     done
     cpu=$(( $(cpu_ticks "$agent") - start_ticks ))
+    reports=$(( $(next_seq) - start_seq ))
     window=$(echo "$(date +%s.%N) - $start_time" | bc)
     cycles=$(echo "$window / $seconds" | bc -l)
     results+=("$(awk -v i="$interval" -v rs="$rss_sum" -v n="$samples" -v rm="$rss_max" -v pm="$pss_max" \
-        -v t="$threads_max" -v c="$cpu" -v hz="$ticks" -v cy="$cycles" -v w="$window" 'BEGIN {
-        printf "| %-8s | %5.1f / %5.1f | %5.1f | %3d | %6.2f | %6.0f | %4.0f s |",
-            i, rs / n / 1024, rm / 1024, pm / 1024, t, c * 1000 / hz / cy, c * 1000 / hz, w }')")
+        -v t="$threads_max" -v c="$cpu" -v hz="$ticks" -v cy="$cycles" -v w="$window" -v r="$reports" 'BEGIN {
+        printf "| %-8s | %5.1f / %5.1f | %5.1f | %3d | %6.2f | %6.0f | %5.1f | %4.0f s |",
+            i, rs / n / 1024, rm / 1024, pm / 1024, t, c * 1000 / hz / cy, c * 1000 / hz, r / cy, w }')")
     echo "--- interval $interval: largest mappings by RSS (KiB) ---" >&2
     awk '/^[0-9a-f]+-[0-9a-f]+ / { name = ($6 == "" ? "[anon]" : $6) } $1 == "Rss:" { rss[name] += $2 }
          END { for (n in rss) print rss[n], n }' "/proc/$agent/smaps" | sort -rn | head -6 >&2
@@ -231,6 +239,6 @@ echo
 echo "nightowl-agent footprint: $(nproc) cores, ${duration} s per interval after ${warmup} s warm-up, MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-unset}"
 echo "binary: $(stat -c %s "$agent_bin" | awk '{ printf "%.1f MiB (%d bytes)", $1 / 1048576, $1 }') $agent_bin"
 echo
-echo "| interval | RSS MiB mean / max | PSS MiB max | threads max | CPU ms / cycle | CPU ms total | window |"
-echo "|---|---|---|---|---|---|---|"
+echo "| interval | RSS MiB mean / max | PSS MiB max | threads max | CPU ms / cycle | CPU ms total | reports / cycle | window |"
+echo "|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${results[@]}"

@@ -12,7 +12,7 @@
 //! for families that carry their own verdict (Nagios plugins).
 //!
 //! The agent runs every configured unit ([`ProbeUnit`]) as its own task on its own
-//! interval with jitter (`crate::sampler`), so a slow probe never delays another.
+//! interval on the agent's sampling grid (`crate::sampler`), so a slow probe never delays another.
 
 use std::collections::BTreeMap;
 use std::future::Future;
