@@ -13,7 +13,7 @@ fn loadgen_sessions_are_acked_and_alerts_fire() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::init(&dir.path().join("pki"));
     let rules = dir.path().join("rules.toml");
-    let defaults = include_str!("../../collector/src/evaluate/default_rules.toml");
+    let defaults = include_str!("../../../collector/src/evaluate/default_rules.toml");
     std::fs::write(&rules, format!("{defaults}\n[flapping]\nwindow = \"1m\"\nchanges = 1000000\n")).unwrap();
     let mut collector =
         Collector::with_config(dir.path(), &pki, &format!("rules = {:?}", rules.display().to_string()), "");
