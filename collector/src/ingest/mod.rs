@@ -8,6 +8,7 @@
 //! previous one and waits for it to finish its in-flight commit before reading the
 //! agent's durable state, so two sessions never evaluate the same agent at once.
 
+mod client_cert;
 mod server;
 mod session;
 

@@ -13,7 +13,8 @@
 //!   its deadline and never takes a slot that a real handshake needs;
 //! - at most `max_connections` established connections; beyond that new TCP connections
 //!   are closed at once (and counted) rather than queued;
-//! - a client certificate chaining to our CA is REQUIRED at the handshake; identity is
+//! - a client certificate issued directly by our CA (`client_cert`: no intermediates,
+//!   EKU clientAuth) is REQUIRED at the handshake; identity is
 //!   read from it later (`Request::peer_certs`, kept working by `tls-connect-info`).
 //!
 //! A handshake failure is one connection's problem: it is logged at debug level and
@@ -38,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
 
 use super::Counters;
+use super::client_cert::DirectlyIssued;
 use crate::config::{Limits, TlsPaths};
 
 #[derive(Debug, thiserror::Error)]
@@ -74,13 +76,16 @@ pub fn server_tls_config(paths: &TlsPaths) -> Result<Arc<rustls::ServerConfig>, 
     if ca_certs.is_empty() {
         return Err(TlsSetupError::NoCertificate { path: paths.ca.display().to_string() });
     }
-    for cert in ca_certs {
-        roots.add(cert).map_err(|error| TlsSetupError::Rustls(format!("{}: {error}", paths.ca.display())))?;
+    for cert in &ca_certs {
+        roots
+            .add(cert.clone())
+            .map_err(|error| TlsSetupError::Rustls(format!("{}: {error}", paths.ca.display())))?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+    let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|error| TlsSetupError::Rustls(error.to_string()))?;
+    let verifier = Arc::new(DirectlyIssued::new(webpki, ca_certs));
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|error| TlsSetupError::Rustls(error.to_string()))?

@@ -3,7 +3,7 @@
 //! payload claims.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nightowl_proto::v1::collector_client::CollectorClient;
@@ -174,6 +174,120 @@ async fn only_certificates_of_our_ca_get_in_and_identity_comes_from_them() {
             1,
             "one report processed, the replay dropped"
         );
+        collector.terminate();
+    });
+}
+
+/// Writes `name.pem` (the chain, leaf first) and `name.key` into `out`.
+fn write_chain(
+    out: &Path,
+    name: &str,
+    chain: &[&rcgen::Certificate],
+    key: &rcgen::KeyPair,
+) -> (PathBuf, PathBuf) {
+    let cert = out.join(format!("{name}.pem"));
+    let key_path = out.join(format!("{name}.key"));
+    std::fs::write(&cert, chain.iter().map(|certificate| certificate.pem()).collect::<String>()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (cert, key_path)
+}
+
+fn client_params(uri: &str, client_auth: bool) -> rcgen::CertificateParams {
+    let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().unwrap())];
+    params.is_ca = rcgen::IsCa::ExplicitNoCa;
+    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    if client_auth {
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    }
+    params
+}
+
+/// Regression (issue 13, defect 4): a CA:TRUE certificate signed by the collector CA's key,
+/// and a leaf for any tenant under it, got a session and created alerts for that tenant
+/// (webpki does not enforce the root's pathlen:0). Client certificates must be issued
+/// directly by the CA, for client authentication — on both services of the listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_leaves_issued_directly_by_the_ca_for_clients_get_in() {
+    use nightowl_collector::feed::client::{FeedTarget, SubscribeOptions, Subscription};
+
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(&dir.path().join("pki"));
+    let ca_dir = pki.ca().parent().unwrap().to_path_buf();
+    let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(ca_dir.join("ca.key")).unwrap()).unwrap();
+    let ca = rcgen::Issuer::from_ca_cert_pem(&std::fs::read_to_string(pki.ca()).unwrap(), ca_key).unwrap();
+
+    // An intermediate CA signed by the real CA key, and leaves under it.
+    let mut intermediate_params = rcgen::CertificateParams::default();
+    intermediate_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    intermediate_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let intermediate_key = rcgen::KeyPair::generate().unwrap();
+    let intermediate = intermediate_params.signed_by(&intermediate_key, &ca).unwrap();
+    let intermediate_issuer = rcgen::Issuer::new(intermediate_params, intermediate_key);
+    let out = dir.path();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let agent_leaf = client_params("spiffe://nightowl/tenant/victim/agent/srv-01", true)
+        .signed_by(&leaf_key, &intermediate_issuer)
+        .unwrap();
+    let chained_agent = write_chain(out, "chained-agent", &[&agent_leaf, &intermediate], &leaf_key);
+    let operator_leaf = client_params("spiffe://nightowl/operator/mallory", true)
+        .signed_by(&leaf_key, &intermediate_issuer)
+        .unwrap();
+    let chained_operator = write_chain(out, "chained-operator", &[&operator_leaf, &intermediate], &leaf_key);
+    // Signed directly by the CA, but not for client authentication.
+    let no_eku = client_params("spiffe://nightowl/tenant/victim/agent/srv-02", false)
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let no_eku = write_chain(out, "no-eku", &[&no_eku], &leaf_key);
+    // The control: the same hand-made leaf, directly issued, with clientAuth, gets in.
+    let direct = client_params("spiffe://nightowl/tenant/victim/agent/srv-03", true)
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let direct = write_chain(out, "direct", &[&direct], &leaf_key);
+
+    let mut collector = Collector::new(dir.path(), &pki);
+    tokio::task::block_in_place(|| collector.start());
+    let url = collector.url();
+    let messages = || vec![hello("", ""), full_disk_report(1)];
+
+    for (what, (cert, key)) in
+        [("a leaf under an intermediate CA", &chained_agent), ("a leaf without clientAuth", &no_eku)]
+    {
+        let refused = session(&url, &pki.ca(), Some((cert, key)), messages(), 2).await;
+        assert!(refused.is_err(), "{what} must be refused, got {refused:?}");
+    }
+    let feed = FeedTarget {
+        url: url.clone(),
+        ca: pki.ca(),
+        cert: chained_operator.0.clone(),
+        key: chained_operator.1.clone(),
+        server_name: None,
+    };
+    let opened = Subscription::open(&feed, &SubscribeOptions::new("psa")).await;
+    let refused = match opened {
+        Err(error) => Err(error.to_string()),
+        Ok(mut subscription) => {
+            match tokio::time::timeout(Duration::from_secs(10), subscription.next()).await {
+                Ok(Err(error)) => Err(error.to_string()),
+                other => Ok(format!("{other:?}")),
+            }
+        }
+    };
+    assert!(
+        refused.is_err(),
+        "an operator leaf under an intermediate CA must be refused by the feed: {refused:?}"
+    );
+
+    let acks = session(&url, &pki.ca(), Some((&direct.0, &direct.1)), messages(), 2)
+        .await
+        .expect("a leaf issued directly by the CA for client auth is accepted");
+    assert_eq!(acks, [0, 1]);
+    tokio::task::block_in_place(|| {
+        let events = wait_for("the control's firing event", Duration::from_secs(30), || {
+            Some(collector.events()).filter(|events| !events.is_empty())
+        });
+        let agents: Vec<&str> = events.iter().filter_map(|event| event["agent"].as_str()).collect();
+        assert_eq!(agents, ["srv-03"], "only the directly issued leaf may create alerts: {events:?}");
         collector.terminate();
     });
 }
