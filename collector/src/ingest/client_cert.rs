@@ -75,14 +75,10 @@ impl ClientCertVerifier for DirectlyIssued {
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
         if intermediates.iter().any(|sent| !self.ca_certs.iter().any(|ca| ca.as_ref() == sent.as_ref())) {
-            return Err(Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
-                Refused("client certificate is not issued directly by the collector's CA"),
-            )))));
+            return Err(refused("client certificate is not issued directly by the collector's CA"));
         }
         if let Some(reason) = leaf_refusal(end_entity.as_ref()) {
-            return Err(Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
-                Refused(reason),
-            )))));
+            return Err(refused(reason));
         }
         self.inner.verify_client_cert(end_entity, &[], now)
     }
@@ -108,6 +104,11 @@ impl ClientCertVerifier for DirectlyIssued {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
     }
+}
+
+/// The handshake error for a refused client certificate (logged with its reason).
+fn refused(reason: &'static str) -> Error {
+    Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(Refused(reason)))))
 }
 
 #[derive(Debug)]
