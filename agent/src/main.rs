@@ -42,8 +42,9 @@ enum Command {
 }
 
 /// Parses the arguments after the program name. A hand-written parser over `lexopt`
-/// rather than clap: three subcommands and one option do not need clap's ~0.2 MiB of
-/// program text, which on an endpoint is resident memory (as ripgrep 14 did for size).
+/// rather than clap: three subcommands and one option do not need clap's program text,
+/// which on an endpoint is resident memory (as ripgrep 14 did for size; figures in
+/// docs/performance.md).
 fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Command, String> {
     use lexopt::prelude::*;
     let mut parser = lexopt::Parser::from_args(args);
@@ -228,10 +229,10 @@ fn init_tracing() {
 }
 
 /// glibc's allocator gives each thread that allocates its own arena (up to 8 per core),
-/// and each keeps its own free memory: measured ~0.5 MiB of the agent's RSS, for a
-/// process whose threads (tokio's blocking pool, notify, the statvfs deadline threads)
-/// allocate a few KiB now and then. One arena for all of them: contention is negligible
-/// at the agent's allocation rate.
+/// and each keeps its own free memory: a measurable part of the agent's RSS (figures in
+/// docs/performance.md), for a process whose threads (tokio's blocking pool, notify,
+/// the statvfs deadline threads) allocate a few KiB now and then. One arena for all of
+/// them: contention is negligible at the agent's allocation rate.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 mod malloc {

@@ -1,5 +1,5 @@
 //! Memory of the collector's per-agent evaluation state, per check: a program that
-//! prints figures (README "Performance"), not a timed test.
+//! prints figures (docs/performance.md), not a timed test.
 //!
 //! It builds what every session holds for its agent after a few reports — an
 //! [`AgentEvaluator`] fed the loadgen's workload (`disk:/c<N>` checks with `used_pct`,

@@ -11,15 +11,16 @@ use nightowl_collector::config::{Config, ConfigError};
 use tokio_util::sync::CancellationToken;
 
 /// Under load the collector allocates per report and per result (decode, HTTP/2
-/// buffers, events); glibc malloc spent ~40 % of the CPU on it (README "Performance").
+/// buffers, events); glibc malloc spent a large share of the CPU on it
+/// (docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Turns transparent huge pages off for this process. mimalloc madvises its regions for
 /// huge pages, and a 2 MiB page is resident as a whole however little of it is used:
-/// with 10,000 sessions' small buffers scattered over them that was a third of the
-/// collector's memory (10,000 sessions × 10 checks: 790 → 537 MiB, CPU not higher;
-/// README "Performance"). Best effort: a kernel without the flag keeps its default.
+/// with 10,000 sessions' small buffers scattered over them that was a large part of
+/// the collector's memory, and turning it off costs no CPU (docs/performance.md). Best
+/// effort: a kernel without the flag keeps its default.
 fn no_huge_pages() {
     #[cfg(target_os = "linux")]
     let _ = rustix::thread::disable_transparent_huge_pages(true);

@@ -127,7 +127,7 @@ pub type ProbeFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 impl AnyProbe {
     /// One sample. Boxed per family: every unit is a task that lives as long as the unit,
     /// and an inline future would make each of them as large as the largest probe's
-    /// (an HTTPS check's TLS handshake: ~18 KiB per unit, measured with heaptrack). Boxed,
+    /// (an HTTPS check's TLS handshake; figures in docs/performance.md). Boxed,
     /// a sample costs exactly its own family's future, and only while it runs.
     pub fn sample(&mut self) -> ProbeFuture<'_, Vec<CheckResult>> {
         match self {

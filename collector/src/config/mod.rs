@@ -574,11 +574,10 @@ mod tests {
         assert_eq!(error.key, "sink[1].name", "{error}");
     }
 
-    /// The first TOML block of the README's "Sinks" section, as users copy it.
+    /// The first TOML block of docs/sinks.md, as users copy it.
     fn readme_sinks_example() -> String {
-        let readme = include_str!("../../../README.md");
-        let section = readme.split("\n## Sinks\n").nth(1).expect("README has a Sinks section");
-        let block = section.split("```toml\n").nth(1).expect("a toml block in it");
+        let docs = include_str!("../../../docs/sinks.md");
+        let block = docs.split("```toml collector\n").nth(1).expect("a toml block in docs/sinks.md");
         block.split("```").next().unwrap().to_owned()
     }
 

@@ -14,9 +14,10 @@
 //!   in flight: delivery is at-least-once, and consumers dedupe on the event `id` (the
 //!   PagerDuty `dedup_key` and NATS `Nats-Msg-Id` make that automatic).
 //! - **Filters** by tenant, severity and status; filtered events just move the cursor.
-//! - **Retries** with exponential backoff and full jitter (1 s doubling up to 5 min), or
-//!   exactly the `Retry-After` the peer asked for; after `give_up_after` (default 24 h)
-//!   the event is dead-lettered with the last error.
+//! - **Retries** with exponential backoff and equal jitter (1 s doubling up to 5 min, each
+//!   wait uniform between half the step and the step), or the `Retry-After` the peer
+//!   asked for (at most 1 h); after `give_up_after` (default 24 h) the event is
+//!   dead-lettered with the last error.
 //! - **Bounded concurrency with per-fingerprint order**: events are spread over
 //!   `concurrency` lanes by fingerprint; a lane delivers in queue order, so a `resolved`
 //!   never overtakes its `firing`.
@@ -29,9 +30,9 @@
 //! # Layout
 //! One folder per sink kind with its config struct (`deny_unknown_fields`; its doc
 //! comments are the user documentation) and its [`Sink`] impl: `webhook/`,
-//! `pagerduty/`, `alertmanager/`. `config.rs` is the `[[sink]]` table shared by all
-//! kinds; `runner.rs` the delivery loop; `http.rs` the HTTP kinds' client and their one
-//! mapping from HTTP outcomes to [`DeliveryError`].
+//! `pagerduty/`, `alertmanager/`, `email/`, `nats/`. `config.rs` is the `[[sink]]` table
+//! shared by all kinds; `runner.rs` the delivery loop; `http.rs` the HTTP kinds' client
+//! and their one mapping from HTTP outcomes to [`DeliveryError`].
 
 pub mod alertmanager;
 mod config;

@@ -403,7 +403,7 @@ async fn run_lane(
     }
 }
 
-/// Full jitter: uniformly in [backoff / 2, backoff].
+/// Equal jitter: uniformly in [backoff / 2, backoff].
 fn jittered(backoff: Duration) -> Duration {
     backoff.mul_f64(0.5 + fastrand::f64() * 0.5)
 }

@@ -7,7 +7,7 @@
 //!
 //! Name scans are shared: every `process = …` check of an agent samples at the same
 //! moment of its interval, and reading `/proc` for every process was most of the agent's
-//! CPU per cycle (README "Performance"), so a name scan younger than
+//! CPU per cycle (docs/performance.md), so a name scan younger than
 //! [`SHARED_SCAN_MAX_AGE`] is reused. A sample that follows an observed exit always scans
 //! afresh (the shared one may predate the exit) and shares that scan in turn.
 
@@ -125,8 +125,8 @@ pub(super) const SHARED_SCAN_MAX_AGE: Duration = Duration::from_millis(500);
 
 /// What a name match needs of one process, copied out of sysinfo's table during the
 /// scan: the shared scan keeps these few dozen bytes per process between samples, not
-/// sysinfo's whole table (~1 KiB per process, 0.3–0.45 MiB of the agent's heap held
-/// for good; README "Performance" > agent footprint).
+/// sysinfo's whole table, which held a good part of the agent's heap for good
+/// (figures in docs/performance.md).
 #[derive(Debug)]
 struct Named {
     pid: u32,
