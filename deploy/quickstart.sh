@@ -7,7 +7,8 @@
 #   ./deploy/quickstart.sh --demo    # also mount a 16 MiB tmpfs, fill it past 95 %, free it
 #                                    # (root only): a firing and a resolved event appear
 #
-# Environment: NIGHTOWL_PORT (default 7443), NIGHTOWL_DEV_DIR (default ./nightowl-dev),
+# Environment: NIGHTOWL_PORT (default 7443; 0: any free port), NIGHTOWL_DEV_DIR (default
+# ./nightowl-dev),
 # NIGHTOWL_BIN_DIR (use prebuilt binaries instead of `cargo build --release`).
 set -euo pipefail
 
@@ -68,19 +69,6 @@ ca = "$dev/pki/ca.pem"
 cert = "$dev/pki/collector.pem"
 key = "$dev/pki/collector.key"
 TOML
-cat > "$dev/agent.toml" <<TOML
-# Written by deploy/quickstart.sh
-[collector]
-url = "https://127.0.0.1:$port"
-ca = "$dev/pki/ca.pem"
-cert = "$dev/pki/agent.pem"
-key = "$dev/pki/agent.key"
-[agent]
-state_dir = "$dev/agent-state"
-interval = "2s"
-[disk]
-$include
-TOML
 
 pids=()
 cleanup() {
@@ -92,16 +80,33 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
+# The collector writes the address it bound (the port, when $port is 0) to listen.addr.
+rm -f "$dev/data/listen.addr"
 "$collector" run --config "$dev/collector.toml" 2>>"$dev/collector.log" &
 pids+=($!)
-for _ in $(seq 1 100); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+addr=""
+for _ in $(seq 1 300); do
+  [ -s "$dev/data/listen.addr" ] && addr=$(cat "$dev/data/listen.addr") && break
   kill -0 "${pids[0]}" 2>/dev/null || { say "collector failed to start:"; tail -n 20 "$dev/collector.log" >&2; exit 1; }
   sleep 0.1
 done
+[ -n "$addr" ] || { say "collector did not start listening:"; tail -n 20 "$dev/collector.log" >&2; exit 1; }
+cat > "$dev/agent.toml" <<TOML
+# Written by deploy/quickstart.sh
+[collector]
+url = "https://$addr"
+ca = "$dev/pki/ca.pem"
+cert = "$dev/pki/agent.pem"
+key = "$dev/pki/agent.key"
+[agent]
+state_dir = "$dev/agent-state"
+interval = "2s"
+[disk]
+$include
+TOML
 "$agent" run --config "$dev/agent.toml" 2>>"$dev/agent.log" &
 pids+=($!)
-say "collector on 127.0.0.1:$port, agent dev/$agent_id; alert events follow as JSON lines (Ctrl-C stops)"
+say "collector on $addr, agent dev/$agent_id; alert events follow as JSON lines (Ctrl-C stops)"
 "$agent" check --config "$dev/agent.toml" >&2 || true
 
 if $demo; then

@@ -24,8 +24,8 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use nightowl_collector::alert::{self, AlertEvent, Severity, Status};
 use nightowl_collector::config::Limits;
 use nightowl_collector::evaluate::{AgentEvaluator, RuleSet};
+use nightowl_collector::identity::AgentIdentity;
 use nightowl_collector::ingest::{sample_time, validate_report};
-use nightowl_collector::pki::AgentIdentity;
 use nightowl_collector::queue::{CommitReport, HelloRecord, Store};
 use nightowl_proto::{AgentMessage, CheckResult, ProbeStatus, Report, agent_message};
 use prost::Message;

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use nightowl_collector::evaluate::{AgentEvaluator, RuleSet};
-use nightowl_collector::pki::AgentIdentity;
+use nightowl_collector::identity::AgentIdentity;
 use nightowl_proto::{CheckResult, ProbeStatus};
 
 #[global_allocator]

@@ -3,7 +3,7 @@
 //! [`Policy::decide`] is the ONE place that decides; the store applies it to every event
 //! inside the commit that records it (`queue::commit`), so a held event is durable in
 //! the same transaction as the report's other effects, and the releaser
-//! (`queue::held::release_due`, driven by [`run_releaser`]) moves it into the queue later.
+//! (`queue::held::release_due`, driven by `queue::run_releaser`) moves it into the queue later.
 //!
 //! - **maintenance**: a window covering (tenant, agent, check, labels) at the event's
 //!   `emitted_at` holds it until the window's current end, reason `maintenance:<name>`.
@@ -13,14 +13,10 @@
 //!   start, reason `after-hours` (the morning summary, released in original order).
 //! - else the event is emitted now.
 
-use std::time::Duration;
-
 use jiff::Timestamp;
-use tokio_util::sync::CancellationToken;
 
 use crate::alert::AlertEvent;
 use crate::calendar::{CoverageSet, Maintenance};
-use crate::queue::Store;
 
 /// Reason of after-hours holds.
 pub const AFTER_HOURS: &str = "after-hours";
@@ -75,32 +71,6 @@ impl Policy {
         self.maintenance.windows.is_empty()
             && self.coverage.default.is_none()
             && self.coverage.per_tenant.is_empty()
-    }
-}
-
-/// How often the releaser looks for due held events.
-pub const RELEASE_EVERY: Duration = Duration::from_secs(2);
-
-/// Releases due held events every [`RELEASE_EVERY`] (and once at start, which releases
-/// what came due while the collector was down) until `shutdown` is cancelled.
-pub async fn run_releaser(store: Store, shutdown: CancellationToken) {
-    let mut interval = tokio::time::interval(RELEASE_EVERY);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            _ = interval.tick() => {}
-        }
-        match store.release_due(Timestamp::now()).await {
-            Ok(outcome) if outcome.is_empty() => {}
-            Ok(outcome) => tracing::info!(
-                released = outcome.released,
-                dropped = outcome.dropped,
-                deferred = outcome.deferred,
-                "held alert events released"
-            ),
-            Err(error) => tracing::error!(%error, "releasing held alert events failed; will retry"),
-        }
     }
 }
 

@@ -28,12 +28,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::alert::{self, AlertEvent, Severity, Status};
 use crate::evaluate::{CheckState, Level, StateKey, StateUpdate};
-use crate::pki::AgentIdentity;
+use crate::identity::AgentIdentity;
 use crate::queue::{CommitReport, Store};
 
 /// Check id and rule name of the offline alert (part of its fingerprint).
-pub const CHECK: &str = "agent";
-pub const RULE: &str = "agent_offline";
+pub use crate::synthetic::offline::{CHECK, RULE};
 /// How often the monitor looks (adds at most this much to `after`).
 pub const SCAN_EVERY: Duration = Duration::from_secs(1);
 
@@ -157,13 +156,23 @@ pub async fn monitor(
             let store = store.clone();
             let config = config.clone();
             tasks.spawn(async move {
-                transition(&store, &config, &identity, &presence, firing, heard, silent, now).await;
-                presence.details.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).busy = false;
+                // Reset even if the transition panics: else this agent is never looked at again.
+                let busy = Busy(presence);
+                transition(&store, &config, &identity, &busy.0, firing, heard, silent, now).await;
             });
         }
     }
     tasks.close();
     tasks.wait().await;
+}
+
+/// Marks an agent's offline transition as in progress; dropping it ends that.
+struct Busy(Arc<Presence>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.details.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).busy = false;
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

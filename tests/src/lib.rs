@@ -19,7 +19,7 @@ pub mod drill;
 pub mod loadgen;
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -87,11 +87,6 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Opt
         assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// A loopback port that was free a moment ago (kept across collector restarts).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().unwrap().port()
 }
 
 /// A PKI made by the real `ca init` / `ca issue` commands.
@@ -208,16 +203,21 @@ impl Drop for Daemon {
     }
 }
 
-/// A collector with its own config, data dir and port.
+/// A collector with its own config, data dir and port. The config says port 0: the
+/// collector picks a free port at its first start and says which (`listen.addr` in its
+/// data dir); the harness then writes that port into the config, so restarts keep it and
+/// agents reconnect to the same address.
 pub struct Collector {
     pub config: PathBuf,
-    pub addr: SocketAddr,
+    addr: Option<SocketAddr>,
+    ip: std::net::IpAddr,
     dir: PathBuf,
     daemon: Option<Daemon>,
 }
 
 impl Collector {
-    /// Writes a config for `pki` into `dir` (port chosen now, kept across restarts).
+    /// Writes a config for `pki` into `dir` (port chosen at the first start, kept across
+    /// restarts).
     pub fn new(dir: &Path, pki: &Pki) -> Collector {
         Self::listening_on(dir, pki, "127.0.0.1".parse().unwrap())
     }
@@ -235,8 +235,7 @@ impl Collector {
     }
 
     fn configured(dir: &Path, pki: &Pki, ip: std::net::IpAddr, top: &str, tables: &str) -> Collector {
-        let port = TcpListener::bind((ip, 0)).expect("bind a free port").local_addr().unwrap().port();
-        let addr = SocketAddr::new(ip, port);
+        let addr = SocketAddr::new(ip, 0);
         let config = dir.join("collector.toml");
         fs::write(
             &config,
@@ -249,7 +248,12 @@ impl Collector {
             ),
         )
         .unwrap();
-        Collector { config, addr, dir: dir.to_path_buf(), daemon: None }
+        Collector { config, addr: None, ip, dir: dir.to_path_buf(), daemon: None }
+    }
+
+    /// The address the collector listens on. Known from its first start on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr.expect("the collector's address is known once it has started: call start() first")
     }
 
     /// Starts the collector and waits until it accepts TCP connections.
@@ -260,7 +264,39 @@ impl Collector {
             Command::new(collector_bin()).arg("run").arg("--config").arg(&self.config),
             self.dir.join("collector.log"),
         );
-        let addr = self.addr;
+        let addr = match self.addr {
+            Some(addr) => addr,
+            None => {
+                // First start: port 0. The collector removes a stale address file before
+                // it binds, and this data dir is new, so the file is this run's.
+                let file = self.dir.join("data").join("listen.addr");
+                let addr: SocketAddr =
+                    wait_for("the collector's listen.addr", Duration::from_secs(30), || {
+                        assert!(
+                            daemon.is_running(),
+                            "collector exited at start; log:\n{}",
+                            daemon.log_text()
+                        );
+                        fs::read_to_string(&file)
+                            .ok()
+                            .filter(|text| text.ends_with('\n'))?
+                            .trim()
+                            .parse()
+                            .ok()
+                    });
+                assert_eq!(addr.ip(), self.ip, "the collector listens where it was told");
+                let text = fs::read_to_string(&self.config).unwrap();
+                let pinned = text.replacen(
+                    &format!("listen = \"{}\"", SocketAddr::new(self.ip, 0)),
+                    &format!("listen = \"{addr}\""),
+                    1,
+                );
+                assert_ne!(text, pinned, "the harness config has a port-0 listen line");
+                fs::write(&self.config, pinned).unwrap();
+                self.addr = Some(addr);
+                addr
+            }
+        };
         wait_for("the collector to listen", Duration::from_secs(30), || {
             assert!(daemon.is_running(), "collector exited at start; log:\n{}", daemon.log_text());
             TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok().map(|_| ())
@@ -330,7 +366,7 @@ impl Collector {
     }
 
     pub fn url(&self) -> String {
-        format!("https://{}", self.addr)
+        format!("https://{}", self.addr())
     }
 }
 

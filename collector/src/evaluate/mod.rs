@@ -53,7 +53,7 @@ use nightowl_proto::{CheckResult, ProbeStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::alert::{self, AlertEvent, Status};
-use crate::pki::AgentIdentity;
+use crate::identity::AgentIdentity;
 
 pub use rules::{Direction, Flapping, Missing, Rule, RuleSet, RulesError, Template};
 
@@ -862,7 +862,7 @@ impl AgentEvaluator {
     pub fn retire(&mut self, checks: &[String], at: jiff::Timestamp, now: jiff::Timestamp) -> Evaluation {
         let mut evaluation = Evaluation::default();
         for check in checks {
-            if check == crate::offline::CHECK {
+            if check == crate::synthetic::offline::CHECK {
                 // The offline monitor's state: not a check the agent runs.
                 continue;
             }

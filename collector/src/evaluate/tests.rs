@@ -448,7 +448,10 @@ fn a_retired_ok_check_is_removed_without_an_event() {
 
 #[test]
 fn the_agent_cannot_retire_its_offline_state() {
-    let key = StateKey { check: crate::offline::CHECK.into(), rule: crate::offline::RULE.into() };
+    let key = StateKey {
+        check: crate::synthetic::offline::CHECK.into(),
+        rule: crate::synthetic::offline::RULE.into(),
+    };
     let firing = CheckState { level: Level::Critical, emitted: Level::Critical, ..CheckState::ok(1.0) };
     let mut evaluator = AgentEvaluator::new(
         identity(),
@@ -456,7 +459,7 @@ fn the_agent_cannot_retire_its_offline_state() {
         RuleSet::defaults(),
         HashMap::from([(key.clone(), firing)]),
     );
-    let retired = evaluator.retire(&[crate::offline::CHECK.to_owned()], at(0), at(0));
+    let retired = evaluator.retire(&[crate::synthetic::offline::CHECK.to_owned()], at(0), at(0));
     assert!(retired.events.is_empty() && retired.updates.is_empty());
     assert!(evaluator.state(&key).is_some());
 }

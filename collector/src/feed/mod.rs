@@ -8,7 +8,7 @@
 //! its tenant's events, and a consumer behind retention gets a `FeedGap`.
 //!
 //! Identity comes only from the client certificate (an operator certificate, see
-//! `pki::OperatorIdentity`); agent certificates are refused.
+//! `identity::OperatorIdentity`); agent certificates are refused.
 //!
 //! The cursor is "everything at or below it was acked". Acks may come out of order:
 //! the cursor moves to just below the oldest unacked event sent. Acks above it that are
@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::pki::OperatorIdentity;
+use crate::identity::OperatorIdentity;
 use crate::queue::{ConsumerUpdate, EventRow, Reader, StartAt, Store, StoreError};
 
 const DEFAULT_IN_FLIGHT: u32 = 256;
@@ -109,7 +109,7 @@ impl Feed for FeedService {
             Ok(Ok(Some(FeedRequest { msg: Some(feed_request::Msg::Subscribe(subscribe)) }))) => subscribe,
             Ok(Ok(_)) => return Err(Status::invalid_argument("the first message must be subscribe")),
         };
-        crate::pki::validate_id("consumer", &subscribe.consumer)
+        crate::identity::validate_id("consumer", &subscribe.consumer)
             .map_err(|error| Status::invalid_argument(error.to_string()))?;
         let key = consumer_key(&operator, &subscribe.consumer);
         let token = self.shared.shutdown.child_token();

@@ -17,6 +17,7 @@ use crate::pki::{CaDir, init_ca, issue_operator};
 use crate::policy::PolicySet;
 use crate::queue::Store;
 use crate::sinks::testing::{event, queue_events};
+use crate::supervise::Supervisor;
 
 /// A running collector listener with an empty store, and an operator's feed target.
 struct Collector {
@@ -61,7 +62,10 @@ async fn start() -> Collector {
     let served = tokio::spawn({
         let stop = stop.clone();
         async move {
-            ingest.run(Vec::new(), OfflineConfig::default(), stop.cancelled_owned()).await.unwrap();
+            ingest
+                .run(Vec::new(), OfflineConfig::default(), &Supervisor::new(), stop.cancelled_owned())
+                .await
+                .unwrap();
         }
     });
     let target =

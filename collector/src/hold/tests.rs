@@ -9,7 +9,7 @@ use jiff::{SignedDuration, Timestamp};
 use super::*;
 use crate::alert::{self, AlertEvent, Severity, Status};
 use crate::calendar::{RawCoverage, RawCoverageSet, RawMaintenance};
-use crate::pki::AgentIdentity;
+use crate::identity::AgentIdentity;
 use crate::queue::{CommitReport, HelloRecord, Reader, ReleaseOutcome, Store};
 
 /// Monday 2026-01-05 03:00 UTC: night.

@@ -31,10 +31,11 @@ pub use session::{ValidatedReport, sample_time, validate_report};
 
 use crate::config::Limits;
 use crate::evaluate::RuleSet;
+use crate::identity::AgentIdentity;
 use crate::offline::{self, OfflineConfig, Presence};
-use crate::pki::AgentIdentity;
 use crate::policy::PolicySet;
 use crate::queue::{KnownAgent, Store};
+use crate::supervise::Supervisor;
 
 /// Counters for operations (exported by the metrics endpoint later). Bounded labels
 /// only: never per agent.
@@ -43,6 +44,8 @@ pub struct Counters {
     pub sessions_started: AtomicU64,
     pub sessions_ended: AtomicU64,
     pub sessions_refused: AtomicU64,
+    /// Session tasks that panicked (a bug: the log says where).
+    pub sessions_panicked: AtomicU64,
     pub reports_applied: AtomicU64,
     pub reports_duplicate: AtomicU64,
     pub reports_rejected: AtomicU64,
@@ -66,6 +69,7 @@ impl Counters {
             sessions_started = get(&self.sessions_started),
             sessions_ended = get(&self.sessions_ended),
             sessions_refused = get(&self.sessions_refused),
+            sessions_panicked = get(&self.sessions_panicked),
             reports_applied = get(&self.reports_applied),
             reports_duplicate = get(&self.reports_duplicate),
             reports_rejected = get(&self.reports_rejected),
@@ -176,7 +180,21 @@ impl Collector for Service {
         };
         let (outbound, receiver) = tokio::sync::mpsc::channel(64);
         let shared = self.shared.clone();
-        self.shared.sessions.spawn(session::run(shared, identity, peer, request.into_inner(), outbound));
+        let session =
+            tokio::spawn(session::run(shared, identity.clone(), peer, request.into_inner(), outbound));
+        // A session that panics ends (its agent reconnects and replays what is unacked);
+        // it is logged and counted, never silent.
+        let counters = self.shared.counters.clone();
+        self.shared.sessions.spawn(async move {
+            if let Err(error) = session.await {
+                counters.sessions_panicked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let reason = match error.try_into_panic() {
+                    Ok(payload) => crate::supervise::panic_message(payload.as_ref()),
+                    Err(error) => error.to_string(),
+                };
+                tracing::error!(agent = %identity, %reason, "session task panicked; the agent will reconnect");
+            }
+        });
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
 }
@@ -229,30 +247,42 @@ impl Ingest {
     /// Serves until `shutdown` resolves, then stops accepting, ends every session (the
     /// agents reconnect elsewhere or later; nothing unacked is lost) and returns once
     /// all sessions have finished their in-flight commits.
+    ///
+    /// The offline monitor runs as a restarted task of `supervisor`, the accept loop as a
+    /// critical one; a critical failure anywhere (`supervisor.failed()`) drains the same
+    /// way as `shutdown`.
     pub async fn run(
         self,
         known: Vec<KnownAgent>,
         offline: OfflineConfig,
+        supervisor: &Supervisor,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), ServeError> {
         let Ingest { listener, tls, shared } = self;
         shared.registry.seed(known);
-        let monitor = tokio::spawn(offline::monitor(
-            shared.registry.clone(),
-            shared.store.clone(),
-            offline,
-            shared.shutdown.clone(),
-        ));
+        {
+            let (agents, store, stop) =
+                (shared.registry.clone(), shared.store.clone(), shared.shutdown.clone());
+            supervisor.restarting("offline monitor", shared.shutdown.clone(), move || {
+                offline::monitor(agents.clone(), store.clone(), offline.clone(), stop.clone())
+            });
+        }
         let limits = shared.limits.clone();
         let (established, incoming) = tokio::sync::mpsc::channel(256);
-        let accept = tokio::spawn(server::accept_loop(
-            listener,
-            tls,
-            limits.clone(),
-            shared.counters.clone(),
-            established,
-            shared.shutdown.clone(),
-        ));
+        supervisor.critical("accept loop", shared.shutdown.clone(), {
+            let accept = server::accept_loop(
+                listener,
+                tls,
+                limits.clone(),
+                shared.counters.clone(),
+                established,
+                shared.shutdown.clone(),
+            );
+            async move {
+                accept.await;
+                Ok::<(), std::convert::Infallible>(())
+            }
+        });
         let service = CollectorServer::new(Service { shared: shared.clone() })
             .max_decoding_message_size(limits.max_message_bytes)
             .max_encoding_message_size(limits.max_message_bytes);
@@ -268,6 +298,10 @@ impl Ingest {
         .max_decoding_message_size(limits.max_message_bytes)
         .max_encoding_message_size(limits.max_message_bytes.max(4 * 1024 * 1024));
         let stop = shared.shutdown.clone();
+        let failed = {
+            let supervisor = supervisor.clone();
+            async move { supervisor.failed().await }
+        };
         let mut server = tonic::transport::Server::builder()
             .max_concurrent_streams(limits.max_streams_per_connection.get())
             .http2_keepalive_interval(Some(limits.keepalive_interval))
@@ -282,6 +316,7 @@ impl Ingest {
                 tokio::select! {
                     () = shutdown => {},
                     () = stop.cancelled() => {},
+                    failure = failed => tracing::error!(%failure, "draining after a critical task failure"),
                 }
                 // Tell every session to end; graceful HTTP/2 shutdown waits for them.
                 stop.cancel();
@@ -290,8 +325,6 @@ impl Ingest {
         shared.shutdown.cancel();
         shared.sessions.close();
         shared.sessions.wait().await;
-        let _ = accept.await;
-        let _ = monitor.await;
         shared.counters.log();
         served.map_err(ServeError::from)
     }

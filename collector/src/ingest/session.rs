@@ -14,8 +14,8 @@ use tonic::{Request, Status, Streaming};
 
 use super::Shared;
 use crate::evaluate::AgentEvaluator;
+use crate::identity::AgentIdentity;
 use crate::offline::Presence;
-use crate::pki::AgentIdentity;
 use crate::policy::Effective;
 use crate::queue::{CommitReport, Committed, HelloRecord};
 

@@ -280,7 +280,8 @@ fn parse_policy(index: usize, entry: Value) -> Result<Policy, (String, String)> 
     let tenant = match table.remove("tenant") {
         None => None,
         Some(Value::String(tenant)) => {
-            crate::pki::validate_id("tenant", &tenant).map_err(|error| (at("tenant"), error.to_string()))?;
+            crate::identity::validate_id("tenant", &tenant)
+                .map_err(|error| (at("tenant"), error.to_string()))?;
             Some(tenant)
         }
         Some(_) => return Err((at("tenant"), "must be a string (a tenant id)".into())),

@@ -36,6 +36,7 @@
 mod consumers;
 mod held;
 mod read;
+mod tasks;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -48,11 +49,12 @@ use tokio::sync::{mpsc, oneshot};
 use crate::alert::AlertEvent;
 use crate::evaluate::{CheckState, Level, StateChange, StateKey, StateUpdate};
 use crate::hold::{Decision, Policy};
-use crate::pki::AgentIdentity;
+use crate::identity::AgentIdentity;
 
 pub use consumers::{ConsumerUpdate, DeadLetter, Pruned, Retention, StartAt};
 pub use held::ReleaseOutcome;
 pub use read::{AgentRow, ConsumerRow, DeadLetterRow, EventRow, KnownAgent, Reader};
+pub use tasks::{RELEASE_EVERY, run_releaser, run_retention};
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "nightowl.db";
@@ -684,36 +686,6 @@ fn insert_event(tx: &Connection, path: &Path, event: &AlertEvent, body: &str) ->
     })
     .map_err(sqlite(path))?;
     Ok(())
-}
-
-/// How often retention runs.
-const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Deletes events past `retention` now and then, until `shutdown`.
-pub async fn run_retention(
-    store: Store,
-    retention: Retention,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    let mut every = tokio::time::interval(RETENTION_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = every.tick() => {}
-        }
-        match store.prune(retention, jiff::Timestamp::now()).await {
-            Ok(pruned) if pruned.events > 0 => {
-                tracing::info!(
-                    deleted = pruned.events,
-                    through = pruned.pruned_through,
-                    "retention: old events deleted"
-                )
-            }
-            Ok(_) => {}
-            Err(error) => tracing::error!(%error, "retention failed; will try again"),
-        }
-    }
 }
 
 fn machine_json(state: &CheckState) -> String {

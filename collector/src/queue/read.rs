@@ -67,7 +67,7 @@ pub struct AgentRow {
 /// An agent as the offline monitor starts from.
 #[derive(Debug, Clone)]
 pub struct KnownAgent {
-    pub identity: crate::pki::AgentIdentity,
+    pub identity: crate::identity::AgentIdentity,
     pub last_seen: Option<jiff::Timestamp>,
     pub labels: std::collections::BTreeMap<String, String>,
     pub address: Option<std::net::IpAddr>,
@@ -237,7 +237,7 @@ impl Reader {
             )
             .map_err(sqlite(&self.path))?;
         let rows = statement
-            .query_map(params![crate::offline::CHECK, crate::offline::RULE], |row| {
+            .query_map(params![crate::synthetic::offline::CHECK, crate::synthetic::offline::RULE], |row| {
                 Ok((
                     row.get::<_, String>(0)?,
                     row.get::<_, String>(1)?,
@@ -252,7 +252,7 @@ impl Reader {
         for row in rows {
             let (tenant, agent, last_seen, labels, address, machine) = row.map_err(sqlite(&self.path))?;
             known.push(KnownAgent {
-                identity: crate::pki::AgentIdentity { tenant, agent },
+                identity: crate::identity::AgentIdentity { tenant, agent },
                 last_seen: last_seen.parse().ok(),
                 labels: labels.and_then(|json| serde_json::from_str(&json).ok()).unwrap_or_default(),
                 address: address.and_then(|text| text.parse().ok()),

@@ -140,11 +140,12 @@ impl RawSink {
     /// relative to the config root (`sink[0].concurrency`).
     pub fn validate(self, index: usize, base: &Path) -> Result<SinkSpec, (String, String)> {
         let key = |field: &str| format!("sink[{index}].{field}");
-        if crate::pki::validate_id("sink name", &self.name).is_err() {
+        if crate::identity::validate_id("sink name", &self.name).is_err() {
             return Err((key("name"), format!("{:?}: use [a-z0-9][a-z0-9._-]{{0,62}}", self.name)));
         }
         for tenant in &self.tenants {
-            crate::pki::validate_id("tenant", tenant).map_err(|error| (key("tenants"), error.to_string()))?;
+            crate::identity::validate_id("tenant", tenant)
+                .map_err(|error| (key("tenants"), error.to_string()))?;
         }
         let concurrency = match self.concurrency {
             None => DEFAULT_CONCURRENCY,

@@ -408,12 +408,13 @@ fn jittered(backoff: Duration) -> Duration {
     backoff.mul_f64(0.5 + fastrand::f64() * 0.5)
 }
 
-/// Starts every configured sink; returns their stats. Each runs until `shutdown`.
+/// Starts every configured sink; returns their stats. Each runs until `shutdown`, as a
+/// restarted task of `supervisor` (its cursor is durable: a new run resumes there).
 pub fn start_all(
     specs: &[SinkSpec],
     store: &Store,
     data_dir: &std::path::Path,
-    tasks: &TaskTracker,
+    supervisor: &crate::supervise::Supervisor,
     shutdown: &CancellationToken,
 ) -> Result<Sinks, String> {
     let mut sinks = Sinks::default();
@@ -422,14 +423,18 @@ pub fn start_all(
         let sink = spec.build(&context).map_err(|error| format!("sink {:?}: {error}", spec.settings.name))?;
         let stats = Arc::new(SinkStats::new(&spec.settings.name, sink.kind()));
         sinks.stats.push(stats.clone());
-        tasks.spawn(run_sink(
-            store.clone(),
-            data_dir.to_owned(),
-            spec.clone(),
-            sink,
-            stats,
-            shutdown.clone(),
-        ));
+        let (store, data_dir, spec, shutdown) =
+            (store.clone(), data_dir.to_owned(), spec.clone(), shutdown.clone());
+        supervisor.restarting(format!("sink {}", spec.settings.name), shutdown.clone(), move || {
+            run_sink(
+                store.clone(),
+                data_dir.clone(),
+                spec.clone(),
+                sink.clone(),
+                stats.clone(),
+                shutdown.clone(),
+            )
+        });
     }
     Ok(sinks)
 }

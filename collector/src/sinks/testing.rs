@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::alert::{self, AlertEvent, Severity, Status};
-use crate::pki::AgentIdentity;
+use crate::identity::AgentIdentity;
 use crate::queue::{CommitReport, HelloRecord, Store};
 
 /// An event of `tenant`/`agent` for `check` (fingerprint from those, rule `test_rule`).

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use nightowl_collector::config::Limits;
 use nightowl_collector::evaluate::{AgentEvaluator, RuleSet};
 use nightowl_collector::ingest::{sample_time, validate_report};
-use nightowl_collector::pki::AgentIdentity;
+use nightowl_collector::identity::AgentIdentity;
 use nightowl_proto::Report;
 use prost::Message;
 

@@ -135,7 +135,7 @@ pub fn run(options: &AbuseOptions, dir: &Path) -> AbuseReport {
         ),
     );
     collector.start();
-    let context = Context { url: collector.url(), addr: collector.addr, ..context };
+    let context = Context { url: collector.url(), addr: collector.addr(), ..context };
     let pid = collector.pid().expect("collector running");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

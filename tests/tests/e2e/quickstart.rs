@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use nightowl_tests::{bin_dir, free_port, run, workspace_root};
+use nightowl_tests::{bin_dir, run, workspace_root};
 
 #[test]
 fn quickstart_demo_prints_firing_and_resolved_and_stops_on_ctrl_c() {
@@ -22,7 +22,8 @@ fn quickstart_demo_prints_firing_and_resolved_and_stops_on_ctrl_c() {
         .arg("--demo")
         .env("NIGHTOWL_BIN_DIR", bin_dir())
         .env("NIGHTOWL_DEV_DIR", dev.path())
-        .env("NIGHTOWL_PORT", free_port().to_string())
+        // Port 0: the collector picks a free one and the script reads it from listen.addr.
+        .env("NIGHTOWL_PORT", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,0 +1,11 @@
+//! The checks the collector raises about an agent itself, not from the agent's reports.
+//! Their alert state lives in `check_states` like any other check's. A leaf module:
+//! `evaluate`, `queue` and `offline` all import these ids from below.
+
+/// The agent went silent (`crate::offline`).
+pub mod offline {
+    /// Check id of the offline alert.
+    pub const CHECK: &str = "agent";
+    /// Rule name of the offline alert.
+    pub const RULE: &str = "agent_offline";
+}
