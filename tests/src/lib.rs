@@ -611,27 +611,10 @@ impl Drop for Tmpfs {
     }
 }
 
-/// An instant as RFC 3339 UTC with seconds (`2026-11-28T22:00:05Z`).
+/// An instant as RFC 3339 UTC with whole seconds (`2026-11-28T22:00:05Z`).
 pub fn rfc3339(at: std::time::SystemTime) -> String {
-    let seconds = at.duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs();
-    let (days, rest) = (seconds / 86_400, seconds % 86_400);
-    let (year, month, day) = civil_from_days(days as i64);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's
-/// algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    let at = jiff::Timestamp::try_from(at).expect("a time jiff can represent");
+    jiff::Timestamp::from_second(at.as_second()).expect("whole seconds of a valid time").to_string()
 }
 
 /// Events of one fingerprint, in queue order, as (status, severity).

@@ -178,8 +178,8 @@ fn to_result(
     let parsed = parse_plugin_output(stdout);
     let mut message = parsed.message;
     if message.is_empty() {
-        let stderr_line = output.stderr.lines().find(|line| !line.trim().is_empty()).unwrap_or("");
-        message = cap(stderr_line.trim(), MAX_MESSAGE_BYTES).to_owned();
+        let stderr_line = output.stderr.lines().map(str::trim).find(|line| !line.is_empty()).unwrap_or("");
+        message = stderr_line[..stderr_line.floor_char_boundary(MAX_MESSAGE_BYTES)].to_owned();
     }
     if parsed.perfdata.skipped > 0 {
         tracing::debug!(check = %check_id, skipped = parsed.perfdata.skipped, "malformed perfdata items ignored");
@@ -214,18 +214,6 @@ fn join_reason(reason: String, message: &str) -> String {
     if message.is_empty() { reason } else { format!("{reason}: {message}") }
 }
 
-/// The longest prefix of `text` of at most `max` bytes that ends on a char boundary.
-fn cap(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
 /// A plugin's output, split the Nagios way.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PluginOutput {
@@ -253,7 +241,11 @@ pub fn parse_plugin_output(stdout: &str) -> PluginOutput {
     let more = parse_perfdata(long_perf);
     perfdata.items.extend(more.items);
     perfdata.skipped += more.skipped;
-    PluginOutput { message: cap(message.trim(), MAX_MESSAGE_BYTES).trim_end().to_owned(), perfdata }
+    let message = message.trim();
+    PluginOutput {
+        message: message[..message.floor_char_boundary(MAX_MESSAGE_BYTES)].trim_end().to_owned(),
+        perfdata,
+    }
 }
 
 /// Parsed perfdata: the well-formed items, and how many malformed ones were skipped.

@@ -13,6 +13,7 @@ mod check;
 mod config;
 mod crash;
 mod disk_alert;
+mod docs;
 mod drill_smoke;
 mod drills;
 mod feed;

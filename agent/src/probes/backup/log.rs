@@ -35,7 +35,7 @@ use regex_lite::Regex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use super::{Evidence, MAX_LINE_BYTES, cap, human_age, unix_seconds};
+use super::{Evidence, MAX_LINE_BYTES, human_age, unix_seconds};
 
 /// At most this much of what is new is read per pass (and on the first start).
 const BACKLOG_BYTES: u64 = 1024 * 1024;
@@ -391,7 +391,8 @@ impl Tail {
             let line = text.trim_end_matches('\r');
             if self.failure.as_ref().is_some_and(|failure| failure.is_match(line)) {
                 latest = Some(false);
-                latest_failure = Some(cap(line.trim(), MAX_LINE_BYTES).to_owned());
+                let line = line.trim();
+                latest_failure = Some(line[..line.floor_char_boundary(MAX_LINE_BYTES)].to_owned());
             } else if self.success.as_ref().is_some_and(|success| success.is_match(line)) {
                 latest = Some(true);
             }

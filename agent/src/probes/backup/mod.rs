@@ -581,8 +581,9 @@ fn combine(check_id: &str, reports: &[Report], now: f64, max_age: Option<Duratio
         Err(reason) => format!("{}: cannot check: {reason}", report.source),
     };
     if evaluated.is_empty() {
-        let reason = reports.iter().map(describe).collect::<Vec<_>>().join("; ");
-        return unknown_result(check_id.to_owned(), KIND, cap(&reason, MAX_MESSAGE_BYTES).to_owned());
+        let mut reason = reports.iter().map(describe).collect::<Vec<_>>().join("; ");
+        reason.truncate(reason.floor_char_boundary(MAX_MESSAGE_BYTES));
+        return unknown_result(check_id.to_owned(), KIND, reason);
     }
     let trackers: Vec<&&Evidence> = evaluated.iter().filter(|evidence| evidence.reports_success).collect();
     let last_success = if trackers.iter().all(|evidence| evidence.last_success.is_some()) {
@@ -634,7 +635,9 @@ fn combine(check_id: &str, reports: &[Report], now: f64, max_age: Option<Duratio
     }
     metrics.insert("sources_unknown".to_owned(), unknown as f64);
     parts.extend(reports.iter().map(describe));
-    ok_result(check_id.to_owned(), KIND, metrics, cap(&parts.join("; "), MAX_MESSAGE_BYTES).to_owned())
+    let mut message = parts.join("; ");
+    message.truncate(message.floor_char_boundary(MAX_MESSAGE_BYTES));
+    ok_result(check_id.to_owned(), KIND, metrics, message)
 }
 
 /// Unix seconds (negative before 1970).
@@ -677,17 +680,5 @@ fn first_line(stdout: &str, stderr: &str) -> Option<String> {
         .flat_map(|text| text.lines())
         .map(str::trim)
         .find(|line| !line.is_empty())
-        .map(|line| cap(line, MAX_LINE_BYTES).to_owned())
-}
-
-/// `text` cut to at most `max` bytes, on a character boundary.
-fn cap(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
+        .map(|line| line[..line.floor_char_boundary(MAX_LINE_BYTES)].to_owned())
 }

@@ -219,7 +219,9 @@ fn helpers() {
     assert_eq!(first_line("\n  \n first \nsecond", "err"), Some("first".into()));
     assert_eq!(first_line("", "err line\n"), Some("err line".into()));
     assert_eq!(first_line(" ", ""), None);
-    assert_eq!(cap("ééé", 3), "é");
+    let long = "é".repeat(MAX_LINE_BYTES);
+    let capped = first_line(&long, "").unwrap();
+    assert!(capped.len() <= MAX_LINE_BYTES && capped.len() >= MAX_LINE_BYTES - 1, "cut on a char boundary");
 }
 
 // ---------------------------------------------------------------- path

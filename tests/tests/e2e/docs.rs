@@ -116,7 +116,7 @@ fn toml_blocks(file: &str, text: &str) -> Vec<Result<Block, String>> {
 }
 
 /// The embedded default rules, which a rules fragment (overrides) refers to.
-const DEFAULT_RULES: &str = include_str!("../../collector/src/evaluate/default_rules.toml");
+const DEFAULT_RULES: &str = include_str!("../../../collector/src/evaluate/default_rules.toml");
 
 /// A collector block as loaded from `scratch`: every file it names that is read at load
 /// (`rules`, `policies`, `*_file`) is created there; absolute paths are moved under it.
