@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::duration::HumanDuration;
 use crate::probes::backup::BackupConfig;
 use crate::probes::command::CommandConfig;
 use crate::probes::disk::DiskConfig;
@@ -39,21 +40,6 @@ use crate::probes::latency::LatencyConfig;
 use crate::probes::service::ServiceConfig;
 use crate::probes::{ProbeSpec, ProbeUnit};
 use crate::spool::SpoolLimits;
-
-/// A duration written the human way in config files ("10s", "1m30s", "26h").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text).map(HumanDuration).map_err(|error| {
-            serde::de::Error::custom(format!(
-                "{text:?} is not a duration ({error}): use e.g. \"10s\", \"5m\", \"26h\""
-            ))
-        })
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {key}: {message}")]
