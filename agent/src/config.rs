@@ -1,5 +1,6 @@
 //! Agent configuration: raw TOML (`deny_unknown_fields`) → [`Config::parse`] → typed
-//! [`Config`]. Every error names the file and the key; the binary exits 64 on them.
+//! [`Config`]. Every error names the file, the line and the key path ([`ConfigError`],
+//! `config/error.rs`); the binary exits 64 on them.
 //!
 //! ```toml
 //! [collector]

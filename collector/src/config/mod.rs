@@ -1,6 +1,6 @@
 //! Collector configuration: raw TOML (`deny_unknown_fields`) → [`Config::validate`] →
-//! typed [`Config`]. Every error names the file and the key and says how to fix it; the
-//! binary exits with status 64 on any of them.
+//! typed [`Config`]. Every error names the file, the line and the key path and says how
+//! to fix it ([`ConfigError`], `error.rs`); the binary exits with status 64 on any of them.
 //!
 //! ```toml
 //! # Address the agents connect to.
