@@ -1,5 +1,6 @@
 //! Agent configuration: raw TOML (`deny_unknown_fields`) → [`Config::parse`] → typed
-//! [`Config`]. Every error names the file and the key; the binary exits 64 on them.
+//! [`Config`]. Every error names the file, the line and the key path ([`ConfigError`],
+//! `config/error.rs`); the binary exits 64 on them.
 //!
 //! ```toml
 //! [collector]
@@ -25,12 +26,12 @@
 //!
 //! Relative paths are taken relative to the directory of the config file.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::duration::HumanDuration;
 use crate::probes::backup::BackupConfig;
 use crate::probes::command::CommandConfig;
 use crate::probes::disk::DiskConfig;
@@ -40,29 +41,11 @@ use crate::probes::service::ServiceConfig;
 use crate::probes::{ProbeSpec, ProbeUnit};
 use crate::spool::SpoolLimits;
 
-/// A duration written the human way in config files ("10s", "1m30s", "26h").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
+// One source file for both binaries' config errors (see its module doc).
+#[path = "../../collector/src/config/error.rs"]
+mod error;
 
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text).map(HumanDuration).map_err(|error| {
-            serde::de::Error::custom(format!(
-                "{text:?} is not a duration ({error}): use e.g. \"10s\", \"5m\", \"26h\""
-            ))
-        })
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{file}: {key}: {message}")]
-pub struct ConfigError {
-    pub file: String,
-    /// Dotted key path, or the TOML parser's location of the problem.
-    pub key: String,
-    pub message: String,
-}
+pub use error::{ConfigError, Document, KeyError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,11 +128,8 @@ const MIN_INTERVAL: Duration = Duration::from_millis(100);
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
-            file: file.clone(),
-            key: "(file)".into(),
-            message: format!("cannot read: {error}"),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| ConfigError::file(&file, format!("cannot read: {error}")))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Self::parse(&text, &file, &base)
     }
@@ -160,10 +140,9 @@ impl Config {
     }
 
     pub fn parse(text: &str, file: &str, base: &Path) -> Result<Config, ConfigError> {
-        let error =
-            |key: &str, message: String| ConfigError { file: file.to_owned(), key: key.to_owned(), message };
-        let raw: RawConfig = toml::from_str(text)
-            .map_err(|parse| error(&location(text, &parse), parse.message().to_owned()))?;
+        let document = Document::parse(text, file)?;
+        let raw: RawConfig = document.deserialize()?;
+        let error = |key: &str, message: String| document.error(key, message);
         let resolve = |path: PathBuf| if path.is_absolute() { path } else { base.join(path) };
 
         let collector = match raw.collector {
@@ -262,7 +241,7 @@ impl Config {
             latency: raw.latency,
             command: raw.command,
         };
-        units.extend(listed.into_units(file, interval)?);
+        units.extend(listed.into_units(interval).map_err(|invalid| document.key_error(invalid))?);
         Ok(Config {
             source: file.to_owned(),
             collector,
@@ -299,11 +278,10 @@ pub(crate) struct ListedChecks {
 
 impl ListedChecks {
     /// Validates every check (unique name per family) and makes it a unit keyed
-    /// `<family>:<name>` (which is also its check id). Errors name `file` and the
-    /// check as `<family>[<index>]`.
-    pub(crate) fn into_units(self, file: &str, interval: Duration) -> Result<Vec<ProbeUnit>, ConfigError> {
-        let error =
-            |key: &str, message: String| ConfigError { file: file.to_owned(), key: key.to_owned(), message };
+    /// `<family>:<name>` (which is also its check id). Errors name the check as
+    /// `<family>[<index>]`, the index in its own document.
+    pub(crate) fn into_units(self, interval: Duration) -> Result<Vec<ProbeUnit>, KeyError> {
+        let error = |key: &str, message: String| KeyError::new(key, message);
         let mut units: Vec<ProbeUnit> = Vec::new();
         macro_rules! listed {
             ($family:literal, $list:expr, $variant:ident) => {
@@ -331,99 +309,5 @@ impl ListedChecks {
     }
 }
 
-/// "line 3, key `agent.intervall`" for a TOML error.
-pub(crate) fn location(text: &str, error: &toml::de::Error) -> String {
-    let Some(span) = error.span() else {
-        return "(document)".into();
-    };
-    let line_index = text[..span.start.min(text.len())].matches('\n').count();
-    let line = text.lines().nth(line_index).unwrap_or("").trim();
-    let key = line.split('=').next().unwrap_or("").trim();
-    // The table the line is in; for arrays of tables (`[[service]]`) with its index.
-    let mut table: Option<String> = None;
-    let mut array_counts: HashMap<String, usize> = HashMap::new();
-    for line in text.lines().take(line_index + 1) {
-        let line = line.trim();
-        if let Some(name) = line.strip_prefix("[[").and_then(|rest| rest.strip_suffix("]]")) {
-            let name = name.trim().to_owned();
-            let count = array_counts.entry(name.clone()).or_insert(0);
-            table = Some(format!("{name}[{count}]"));
-            *count += 1;
-        } else if let Some(name) = line.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) {
-            table = Some(name.trim().to_owned());
-        }
-    }
-    match (table, key.is_empty() || key.starts_with('[')) {
-        (_, true) => format!("line {}", line_index + 1),
-        (Some(table), false) => format!("line {}, key `{table}.{key}`", line_index + 1),
-        (None, false) => format!("line {}, key `{key}`", line_index + 1),
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, "/etc/nightowl/agent.toml", Path::new("/etc/nightowl"))
-    }
-
-    #[test]
-    fn full_config() {
-        let config = parse(
-            "[collector]\nurl = \"https://noc.example.net:7443\"\nca = \"ca.pem\"\ncert = \"/pki/a.pem\"\nkey = \"a.key\"\n\
-             [agent]\nstate_dir = \"state\"\ninterval = \"2s\"\n[spool]\nmax_reports = 10\n[disk]\ninclude = [\"/\"]\n",
-        )
-        .unwrap();
-        let collector = config.collector.unwrap();
-        assert_eq!(collector.server_name, "noc.example.net");
-        assert_eq!(collector.ca, Path::new("/etc/nightowl/ca.pem"));
-        assert_eq!(collector.cert, Path::new("/pki/a.pem"));
-        assert_eq!(config.state_dir, Path::new("/etc/nightowl/state"));
-        assert_eq!(config.interval, Duration::from_secs(2));
-        assert_eq!(config.spool.max_reports, 10);
-        let ProbeSpec::Disk(disk) = &config.units[0].spec else { panic!("disk first") };
-        assert_eq!(disk.include, vec![PathBuf::from("/")]);
-        assert_eq!(config.units[1].key, "host");
-    }
-
-    #[test]
-    fn server_name_from_ip_and_ipv6_urls() {
-        let base = "ca = \"c\"\ncert = \"c\"\nkey = \"k\"\n";
-        let config = parse(&format!("[collector]\nurl = \"https://127.0.0.1:7443\"\n{base}")).unwrap();
-        assert_eq!(config.collector.unwrap().server_name, "127.0.0.1");
-        let config = parse(&format!("[collector]\nurl = \"https://[::1]:7443/\"\n{base}")).unwrap();
-        assert_eq!(config.collector.unwrap().server_name, "::1");
-    }
-
-    #[test]
-    fn errors_name_the_key() {
-        let cases = [
-            ("[agent]\nintervall = \"5s\"", "line 2, key `agent.intervall`"),
-            ("[agent]\ninterval = \"often\"", "agent.interval"),
-            ("[agent]\ninterval = \"1ms\"", "agent.interval"),
-            ("[agent]\ninterval = 5", "line 2, key `agent.interval`"),
-            ("[collector]\nurl = \"http://x:1\"\nca = \"c\"\ncert = \"c\"\nkey = \"k\"", "collector.url"),
-            ("[collector]\nurl = \"https://x:1\"\ncert = \"c\"\nkey = \"k\"", "collector.ca"),
-            ("[spool]\nmax_reports = 0", "spool.max_reports"),
-            ("[disk]\ninclude = [\"relative\"]", "disk"),
-            ("bogus = 1", "line 1, key `bogus`"),
-            (
-                "[[service]]\nname = \"a\"\n[[service]]\nname = \"b\"\nbogus = 1",
-                "line 5, key `service[1].bogus`",
-            ),
-            (
-                "[[command]]\nname = \"x\"\ncommand = [\"/bin/true\"]\n[[command]]\nname = \"x\"\ncommand = [\"/bin/true\"]",
-                "command[1]",
-            ),
-            ("[[command]]\nname = \"has space\"", "command[0]"),
-            ("[[backup]]\nname = \"b\"\ncommand = [\"/bin/true\"]\ninterval = \"1ms\"", "backup[0].interval"),
-            ("[[latency]]\nname = \"gw\"\ninterval = \"often\"", "line 3, key `latency[0].interval`"),
-        ];
-        for (text, key) in cases {
-            let error = parse(text).unwrap_err();
-            assert_eq!(error.key, key, "{text}: {error}");
-            assert!(error.to_string().starts_with("/etc/nightowl/agent.toml: "), "{error}");
-        }
-    }
-}
+mod tests;

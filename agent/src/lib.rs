@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //! - `config`: raw TOML → validated [`config::Config`]; errors name file and key.
+//! - `duration`: [`duration::HumanDuration`] ("10s", "26h") for every config struct; a leaf.
 //! - `probes/`: one module per health family; each owns its config section and exposes
 //!   one sampling function. A failing probe yields an UNKNOWN result, never a dead loop.
 //! - `spool`: durable, bounded queue of reports not yet acked by the collector, and the
@@ -23,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod duration;
 pub mod policy;
 pub mod probes;
 pub mod sampler;

@@ -164,11 +164,7 @@ fn load(path: Option<&Path>, require_file: bool) -> Result<Config, ConfigError> 
     match path {
         Some(path) => Config::load(path),
         None if Path::new(DEFAULT_CONFIG_PATH).exists() => Config::load(Path::new(DEFAULT_CONFIG_PATH)),
-        None if require_file => Err(ConfigError {
-            file: DEFAULT_CONFIG_PATH.into(),
-            key: "(file)".into(),
-            message: "not found: pass --config FILE".into(),
-        }),
+        None if require_file => Err(ConfigError::file(DEFAULT_CONFIG_PATH, "not found: pass --config FILE")),
         None => Ok(Config::embedded()),
     }
 }

@@ -53,7 +53,7 @@ use nightowl_proto::{CheckResult, ProbeStatus};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::config::{ListedChecks, location};
+use crate::config::{ConfigError, Document, ListedChecks};
 use crate::probes::backup::BackupConfig;
 use crate::probes::latency::LatencyConfig;
 use crate::probes::service::ServiceConfig;
@@ -160,8 +160,10 @@ impl Policy {
         if text.len() > MAX_CHECKS_BYTES {
             return Err(format!("checks_toml is {} bytes; at most {MAX_CHECKS_BYTES}", text.len()));
         }
-        let table: toml::Table = toml::from_str(text)
-            .map_err(|error| format!("{}: {}", location(text, &error), error.message()))?;
+        // "line 4, key `service[0].bogus`: unknown field …": the position in checks_toml.
+        let located = |error: ConfigError| format!("{}: {}", error.position(), error.message);
+        let document = Document::parse(text, "checks_toml").map_err(located)?;
+        let table: toml::Table = document.deserialize().map_err(located)?;
         for (family, value) in &table {
             match family.as_str() {
                 "service" | "latency" => {}
@@ -178,8 +180,7 @@ impl Policy {
                 }
             }
         }
-        let raw: RawPolicyChecks = toml::from_str(text)
-            .map_err(|error| format!("{}: {}", location(text, &error), error.message()))?;
+        let raw: RawPolicyChecks = document.deserialize().map_err(located)?;
         // The key allow-list above already refused these; checked again on the typed
         // struct so no later edit of either can let a program through.
         for (index, backup) in raw.backup.iter().enumerate() {
@@ -193,7 +194,7 @@ impl Policy {
             backup: raw.backup,
             command: Vec::new(),
         };
-        listed.into_units("policy", interval).map_err(|error| format!("{}: {}", error.key, error.message))
+        listed.into_units(interval).map_err(|error| error.to_string())
     }
 
     /// True when `message` is this policy (same version and text): nothing to do.

@@ -39,7 +39,7 @@ use serde::Deserialize;
 
 use super::exec::{self, ExecError, ExecSpec};
 use super::{Probe, ProbeContext, ok_result, unknown_result};
-use crate::config::HumanDuration;
+use crate::duration::HumanDuration;
 
 const KIND: &str = "command";
 

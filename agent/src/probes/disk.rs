@@ -54,7 +54,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::{ok_result, unknown_result};
-use crate::config::HumanDuration;
+use crate::duration::HumanDuration;
 
 const KIND: &str = "disk";
 

@@ -41,7 +41,7 @@ const BOOT_TIME_TOLERANCE_S: u64 = 5;
 pub struct HostConfig {
     /// How often to sample; default: `[agent] interval`.
     #[serde(default)]
-    pub interval: Option<crate::config::HumanDuration>,
+    pub interval: Option<crate::duration::HumanDuration>,
 }
 
 /// Samples the host; keeps the sysinfo state that cpu % is computed from.

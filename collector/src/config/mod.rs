@@ -1,6 +1,6 @@
 //! Collector configuration: raw TOML (`deny_unknown_fields`) → [`Config::validate`] →
-//! typed [`Config`]. Every error names the file and the key and says how to fix it; the
-//! binary exits with status 64 on any of them.
+//! typed [`Config`]. Every error names the file, the line and the key path and says how
+//! to fix it ([`ConfigError`], `error.rs`); the binary exits with status 64 on any of them.
 //!
 //! ```toml
 //! # Address the agents connect to.
@@ -64,18 +64,10 @@ use crate::policy::PolicySet;
 use crate::queue::Retention;
 use crate::sinks::{RawSink, SinkSpec};
 
+mod error;
 pub mod watch;
 
-/// A configuration problem, naming where it is.
-#[derive(Debug, thiserror::Error)]
-#[error("{file}: {key}: {message}")]
-pub struct ConfigError {
-    /// The config file, or "<embedded defaults>".
-    pub file: String,
-    /// Dotted key path (`limits.handshake_timeout`), or the TOML parser's location.
-    pub key: String,
-    pub message: String,
-}
+pub use error::{ConfigError, Document, KeyError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -213,11 +205,8 @@ impl Config {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
-            file: file.clone(),
-            key: "(file)".into(),
-            message: format!("cannot read: {error}"),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| ConfigError::file(&file, format!("cannot read: {error}")))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Self::parse(&text, &file, &base)
     }
@@ -230,67 +219,10 @@ impl Config {
 
     /// Parses TOML text; `file` names it in errors, `base` resolves relative paths.
     pub fn parse(text: &str, file: &str, base: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError {
-            file: file.to_owned(),
-            key: location(text, &error),
-            message: error.message().to_owned(),
-        })?;
-        raw.validate(file, base)
+        let document = Document::parse(text, file)?;
+        let raw: RawConfig = document.deserialize()?;
+        raw.validate(&document, base)
     }
-}
-
-/// "line 3, key `bogus`" for a TOML error: the parser's message names the problem, this
-/// names where it is.
-fn location(text: &str, error: &toml::de::Error) -> String {
-    let Some(span) = error.span() else {
-        return "(document)".into();
-    };
-    let line_index = text[..span.start.min(text.len())].matches('\n').count();
-    let line = text.lines().nth(line_index).unwrap_or("").trim();
-    let key = line.split('=').next().unwrap_or("").trim();
-    let table = table_at(text, line_index);
-    match (table.as_deref(), key.is_empty() || key.starts_with('[')) {
-        (_, true) => format!("line {}", line_index + 1),
-        (Some(table), false) => format!("line {}, key `{table}.{key}`", line_index + 1),
-        (None, false) => format!("line {}, key `{key}`", line_index + 1),
-    }
-}
-
-/// The table in force at line `line_index` (0-based), with array elements numbered as
-/// validation errors number them: `[[sink]]` (the first) → `sink[0]`, and its sub-table
-/// `[sink.webhook]` → `sink[0].webhook`.
-fn table_at(text: &str, line_index: usize) -> Option<String> {
-    let mut arrays: Vec<(String, usize)> = Vec::new();
-    let mut table = None;
-    for line in text.lines().take(line_index + 1) {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if let Some(name) = line.strip_prefix("[[").and_then(|rest| rest.strip_suffix("]]")) {
-            let name = name.trim();
-            let index = match arrays.iter_mut().find(|(array, _)| array == name) {
-                Some((_, count)) => {
-                    *count += 1;
-                    *count - 1
-                }
-                None => {
-                    arrays.push((name.to_owned(), 1));
-                    0
-                }
-            };
-            table = Some(format!("{name}[{index}]"));
-        } else if let Some(name) = line.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) {
-            let name = name.trim();
-            // A sub-table of an array's latest element: `[sink.webhook]` after `[[sink]]`.
-            let element = arrays
-                .iter()
-                .filter(|(array, _)| {
-                    name.strip_prefix(array.as_str()).is_some_and(|rest| rest.starts_with('.'))
-                })
-                .max_by_key(|(array, _)| array.len())
-                .map(|(array, count)| format!("{array}[{}]{}", count - 1, &name[array.len()..]));
-            table = Some(element.unwrap_or_else(|| name.to_owned()));
-        }
-    }
-    table
 }
 
 fn resolve(base: &Path, path: PathBuf) -> PathBuf {
@@ -298,9 +230,8 @@ fn resolve(base: &Path, path: PathBuf) -> PathBuf {
 }
 
 impl RawConfig {
-    fn validate(self, file: &str, base: &Path) -> Result<Config, ConfigError> {
-        let error =
-            |key: &str, message: String| ConfigError { file: file.to_owned(), key: key.to_owned(), message };
+    fn validate(self, document: &Document<'_>, base: &Path) -> Result<Config, ConfigError> {
+        let error = |key: &str, message: String| document.error(key, message);
         let listen_text = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
         let listen: SocketAddr = listen_text.parse().map_err(|_| {
             error("listen", format!("{listen_text:?} is not an address: use IP:PORT, e.g. \"0.0.0.0:7443\""))
@@ -418,8 +349,7 @@ impl RawConfig {
             Some(raw) => raw.validate("coverage").map_err(|text| calendar_error("coverage", text))?,
             None => CoverageSet::default(),
         };
-        let sinks =
-            crate::sinks::validate_all(self.sink, base).map_err(|(key, message)| error(&key, message))?;
+        let sinks = crate::sinks::validate_all(self.sink, base).map_err(|error| document.key_error(error))?;
         let retention_defaults = Retention::default();
         let retention = Retention {
             max_age: duration("retention.max_age", self.retention.max_age, retention_defaults.max_age)?,
@@ -435,7 +365,7 @@ impl RawConfig {
             },
         };
         Ok(Config {
-            source: file.to_owned(),
+            source: document.file().to_owned(),
             listen,
             data_dir,
             tls,
@@ -454,167 +384,4 @@ impl RawConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, "/etc/nightowl/collector.toml", Path::new("/etc/nightowl"))
-    }
-
-    #[test]
-    fn embedded_defaults() {
-        let config = Config::embedded();
-        assert_eq!(config.listen, "127.0.0.1:7443".parse().unwrap());
-        assert_eq!(config.data_dir, Path::new("./nightowl-data"));
-        assert_eq!(config.tls.ca, Path::new("./nightowl-data/pki/ca.pem"));
-        assert_eq!(config.limits, Limits::default());
-        assert!(config.rules_path.is_none());
-        assert!(config.rules.rules().iter().any(|rule| rule.name == "disk_used_pct"));
-    }
-
-    #[test]
-    fn a_bad_rules_file_is_a_config_error_naming_the_rule() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("rules.toml"),
-            "[[rule]]\nname = \"full\"\nkind = \"disk\"\nmetric = \"used_pct\"\nwarn = 99\ncrit = 95\n",
-        )
-        .unwrap();
-        let error = Config::parse("rules = \"rules.toml\"", "collector.toml", dir.path()).unwrap_err();
-        assert_eq!(error.key, "rules");
-        assert!(error.message.contains("rule full") && error.message.contains("warn (99)"), "{error}");
-    }
-
-    #[test]
-    fn a_policy_with_a_command_is_a_config_error_naming_the_policy() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("policies.toml"),
-            "[[policy]]\nname = \"acme-servers\"\n[[policy.command]]\nname = \"x\"\ncommand = [\"/bin/true\"]\n",
-        )
-        .unwrap();
-        let error = Config::parse("policies = \"policies.toml\"", "collector.toml", dir.path()).unwrap_err();
-        assert_eq!(error.key, "policies");
-        assert!(error.message.contains("policies.toml: policy \"acme-servers\".command"), "{error}");
-        assert!(Config::embedded().policies.policies().is_empty());
-        std::fs::write(dir.path().join("policies.toml"), "[[policy]]\nname = \"ok\"\n").unwrap();
-        let config = Config::parse("policies = \"policies.toml\"", "collector.toml", dir.path()).unwrap();
-        assert_eq!(config.policies_path.as_deref(), Some(dir.path().join("policies.toml").as_path()));
-        assert_eq!(config.policies.policies()[0].name, "ok");
-    }
-
-    #[test]
-    fn full_config_and_relative_paths() {
-        let config = parse(
-            "listen = \"0.0.0.0:9000\"\ndata_dir = \"data\"\n[tls]\nca = \"pki/ca.pem\"\ncert = \"/abs/c.pem\"\nkey = \"k.key\"\n[limits]\nhandshake_timeout = \"3s\"\nmax_connections = 10\n",
-        )
-        .unwrap();
-        assert_eq!(config.listen.port(), 9000);
-        assert_eq!(config.data_dir, Path::new("/etc/nightowl/data"));
-        assert_eq!(config.tls.ca, Path::new("/etc/nightowl/pki/ca.pem"));
-        assert_eq!(config.tls.cert, Path::new("/abs/c.pem"));
-        assert_eq!(config.limits.handshake_timeout, Duration::from_secs(3));
-        assert_eq!(config.limits.max_connections.get(), 10);
-    }
-
-    #[test]
-    fn unknown_keys_are_named_with_their_table() {
-        let error = parse("listen = \"127.0.0.1:1\"\n[tls]\nca = \"x\"\ncertificate = \"y\"\n").unwrap_err();
-        let text = error.to_string();
-        assert!(text.starts_with("/etc/nightowl/collector.toml: line 4, key `tls.certificate`"), "{text}");
-        assert!(text.contains("unknown field `certificate`"), "{text}");
-        let error = parse("lisen = \"127.0.0.1:1\"\n").unwrap_err();
-        assert!(error.to_string().contains("key `lisen`"), "{error}");
-    }
-
-    #[test]
-    fn maintenance_and_coverage_are_validated() {
-        let config = parse(
-            "[[maintenance]]\nname = \"patch\"\ntenant = \"acme\"\nstart = \"2026-01-01T00:00:00Z\"\nend = \"2026-01-01T02:00:00Z\"\n\
-             [coverage.default]\ntimezone = \"UTC\"\nhours = { mon-fri = \"08:00-18:00\" }\n",
-        )
-        .unwrap();
-        assert_eq!(config.maintenance.windows.len(), 1);
-        assert_eq!(config.maintenance.windows[0].name, "patch");
-        assert!(config.coverage.default.is_some());
-        assert!(parse("").unwrap().maintenance.windows.is_empty());
-
-        let error = parse("[[maintenance]]\nname = \"x\"\nfrom = \"22:00\"\nto = \"02:00\"\n").unwrap_err();
-        assert_eq!(error.key, "maintenance[0].timezone", "{error}");
-        let error =
-            parse("[coverage.tenant.acme]\ntimezone = \"Mars/Olympus\"\nhours = { mon = \"08:00-18:00\" }\n")
-                .unwrap_err();
-        assert_eq!(error.key, "coverage.tenant.acme.timezone", "{error}");
-        let error = parse("[[maintenance]]\nname = \"x\"\nbogus = 1\n").unwrap_err();
-        assert!(error.to_string().contains("bogus"), "{error}");
-    }
-
-    #[test]
-    fn sink_errors_name_the_sink_and_the_key() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("webhook.secret"), "s3cret\n").unwrap();
-        let parse = |text: &str| Config::parse(text, "collector.toml", dir.path());
-        let good = "[[sink]]\nname = \"psa\"\n[sink.webhook]\nurl = \"https://psa.example.net/hook\"\n\
-                    secret_file = \"webhook.secret\"\n";
-        let config = parse(good).unwrap();
-        assert_eq!(config.sinks.len(), 1);
-        assert_eq!(config.sinks[0].settings.name, "psa");
-
-        let missing_url = "[[sink]]\nname = \"psa\"\n[sink.webhook]\nsecret_file = \"webhook.secret\"\n";
-        let error = parse(missing_url).unwrap_err();
-        assert_eq!(error.key, "sink[0].webhook.url", "{error}");
-        // The second sink's unknown key names that sink.
-        let unknown = format!(
-            "{good}[[sink]]\nname = \"other\"\n[sink.webhook]\nurl = \"https://x.example.net/\"\nsecret = \"inline\"\n"
-        );
-        let error = parse(&unknown).unwrap_err();
-        assert_eq!(error.key, "line 10, key `sink[1].webhook.secret`", "{error}");
-        assert!(error.message.contains("unknown field `secret`"), "{error}");
-        let error = parse(&format!("{good}[[sink]]\nname = \"psa\"\n[sink.webhook]\nurl = \"https://x.example.net/\"\nsecret_file = \"webhook.secret\"\n")).unwrap_err();
-        assert_eq!(error.key, "sink[1].name", "{error}");
-    }
-
-    /// The first TOML block of docs/sinks.md, as users copy it.
-    fn readme_sinks_example() -> String {
-        let docs = include_str!("../../../docs/sinks.md");
-        let block = docs.split("```toml collector\n").nth(1).expect("a toml block in docs/sinks.md");
-        block.split("```").next().unwrap().to_owned()
-    }
-
-    #[test]
-    fn the_readme_sinks_example_parses() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("webhook.secret"), "0123456789abcdef\n").unwrap();
-        std::fs::write(dir.path().join("pagerduty.key"), "R0UT1NGKEY0123456789abcdef012345\n").unwrap();
-        let example = readme_sinks_example();
-        let config = Config::parse(&example, "collector.toml", dir.path()).unwrap();
-        let names: Vec<&str> = config.sinks.iter().map(|sink| sink.settings.name.as_str()).collect();
-        assert_eq!(names, ["psa", "pager", "alertmanager"]);
-        let psa = &config.sinks[0].settings;
-        assert_eq!(psa.filter.tenants.len(), 2);
-        assert_eq!(psa.filter.severities.len(), 3);
-        assert_eq!(psa.give_up_after, Duration::from_secs(24 * 3600));
-        assert_eq!(config.sinks[1].settings.filter.severities.len(), 1);
-        // Its secrets are read at startup: without them the example names the key.
-        let error = Config::parse(&example, "collector.toml", Path::new("/nonexistent")).unwrap_err();
-        assert_eq!(error.key, "sink[0].webhook.secret_file", "{error}");
-    }
-
-    #[test]
-    fn bad_values_name_the_key() {
-        let cases = [
-            ("listen = \"localhost\"", "listen"),
-            ("[limits]\nhandshake_timeout = \"soon\"", "limits.handshake_timeout"),
-            ("[limits]\nidle_timeout = \"0s\"", "limits.idle_timeout"),
-            ("[limits]\nmax_connections = 0", "limits.max_connections"),
-            ("[limits]\nmax_message_bytes = 10", "limits.max_message_bytes"),
-        ];
-        for (text, key) in cases {
-            let error = parse(text).unwrap_err();
-            assert_eq!(error.key, key, "{text}: {error}");
-        }
-        // A type error is located by the parser.
-        let error = parse("[limits]\nmax_connections = \"many\"").unwrap_err();
-        assert!(error.key.contains("limits.max_connections"), "{error}");
-    }
-}
+mod tests;

@@ -55,6 +55,8 @@ use std::path::Path;
 
 use toml::{Table, Value};
 
+use crate::config::KeyError;
+
 /// Families a policy may carry, in the order they are sent.
 pub const FAMILIES: [&str; 3] = ["service", "latency", "backup"];
 
@@ -173,7 +175,8 @@ impl PolicySet {
                 return Err(error("policy", "write each policy as a [[policy]] table".into()));
             };
             for (index, entry) in entries.into_iter().enumerate() {
-                let policy = parse_policy(index, entry).map_err(|(key, message)| error(&key, message))?;
+                let policy =
+                    parse_policy(index, entry).map_err(|invalid| error(&invalid.key, invalid.message))?;
                 if policies.iter().any(|known| known.name == policy.name) {
                     return Err(error(
                         &format!("policy {:?}", policy.name),
@@ -254,24 +257,24 @@ fn check_name(table: &Table) -> &str {
     table.get("name").and_then(Value::as_str).unwrap_or_default()
 }
 
-/// Validates one `[[policy]]`; errors are (key, message).
-fn parse_policy(index: usize, entry: Value) -> Result<Policy, (String, String)> {
+/// Validates one `[[policy]]`.
+fn parse_policy(index: usize, entry: Value) -> Result<Policy, KeyError> {
     let Value::Table(mut table) = entry else {
-        return Err((format!("policy[{index}]"), "write each policy as a [[policy]] table".into()));
+        return Err(KeyError::new(format!("policy[{index}]"), "write each policy as a [[policy]] table"));
     };
     let name = match table.remove("name") {
         Some(Value::String(name)) if valid_policy_name(&name) => name,
         Some(Value::String(name)) => {
-            return Err((
+            return Err(KeyError::new(
                 format!("policy[{index}].name"),
                 format!("{name:?}: use 1-64 characters of letters, digits, '.', '_', '-'"),
             ));
         }
-        Some(_) => return Err((format!("policy[{index}].name"), "must be a string".into())),
+        Some(_) => return Err(KeyError::new(format!("policy[{index}].name"), "must be a string")),
         None => {
-            return Err((
+            return Err(KeyError::new(
                 format!("policy[{index}]"),
-                "name is missing: every policy needs a unique name".into(),
+                "name is missing: every policy needs a unique name",
             ));
         }
     };
@@ -281,10 +284,10 @@ fn parse_policy(index: usize, entry: Value) -> Result<Policy, (String, String)> 
         None => None,
         Some(Value::String(tenant)) => {
             crate::identity::validate_id("tenant", &tenant)
-                .map_err(|error| (at("tenant"), error.to_string()))?;
+                .map_err(|error| KeyError::new(at("tenant"), error.to_string()))?;
             Some(tenant)
         }
-        Some(_) => return Err((at("tenant"), "must be a string (a tenant id)".into())),
+        Some(_) => return Err(KeyError::new(at("tenant"), "must be a string (a tenant id)")),
     };
     let labels = match table.remove("labels") {
         None => BTreeMap::new(),
@@ -292,25 +295,24 @@ fn parse_policy(index: usize, entry: Value) -> Result<Policy, (String, String)> 
             let mut parsed = BTreeMap::new();
             for (key, value) in labels {
                 let Value::String(value) = value else {
-                    return Err((at(&format!("labels.{key}")), "must be a string".into()));
+                    return Err(KeyError::new(at(&format!("labels.{key}")), "must be a string"));
                 };
                 parsed.insert(key, value);
             }
             parsed
         }
-        Some(_) => return Err((at("labels"), "must be a table, e.g. { role = \"server\" }".into())),
+        Some(_) => return Err(KeyError::new(at("labels"), "must be a table, e.g. { role = \"server\" }")),
     };
     if let Some(key) = table.keys().find(|key| key.as_str() == "command") {
-        return Err((
+        return Err(KeyError::new(
             at(key),
             "[[policy.command]] is not allowed: a policy may only carry checks that execute \
              nothing (service, latency, backup with path/log); commands run only from the \
-             agent's local config"
-                .into(),
+             agent's local config",
         ));
     }
     if let Some(key) = table.keys().find(|key| !FAMILIES.contains(&key.as_str())) {
-        return Err((
+        return Err(KeyError::new(
             at(key),
             format!(
                 "unknown key; a policy has {} and the check families {}",
@@ -323,21 +325,24 @@ fn parse_policy(index: usize, entry: Value) -> Result<Policy, (String, String)> 
     for family in FAMILIES {
         let Some(value) = table.remove(family) else { continue };
         let Value::Array(entries) = value else {
-            return Err((at(family), format!("write the checks as [[policy.{family}]] tables")));
+            return Err(KeyError::new(at(family), format!("write the checks as [[policy.{family}]] tables")));
         };
         let mut tables: Vec<Table> = Vec::with_capacity(entries.len());
         for (position, entry) in entries.into_iter().enumerate() {
             let key = at(&format!("{family}[{position}]"));
             let Value::Table(check) = entry else {
-                return Err((key, format!("write the checks as [[policy.{family}]] tables")));
+                return Err(KeyError::new(key, format!("write the checks as [[policy.{family}]] tables")));
             };
             validate_check(family, &check).map_err(|(field, message)| match field {
-                Some(field) => (format!("{key}.{field}"), message),
-                None => (key.clone(), message),
+                Some(field) => KeyError::new(format!("{key}.{field}"), message),
+                None => KeyError::new(key.clone(), message),
             })?;
             let name = check_name(&check);
             if tables.iter().any(|known| check_name(known) == name) {
-                return Err((key, format!("name {name:?} is used twice in [[policy.{family}]]")));
+                return Err(KeyError::new(
+                    key,
+                    format!("name {name:?} is used twice in [[policy.{family}]]"),
+                ));
             }
             tables.push(check);
         }

@@ -23,6 +23,7 @@ use serde::Deserialize;
 
 use super::Sink;
 use crate::alert::{AlertEvent, Severity, Status};
+use crate::config::KeyError;
 use crate::queue::StartAt;
 
 /// `[[sink]]` as written.
@@ -51,8 +52,8 @@ pub struct RawSink {
 }
 
 /// Puts a kind's error key under its sub-table: `url` → `sink[2].webhook.url`.
-fn kind_error(index: usize, kind: &str) -> impl FnOnce((String, String)) -> (String, String) + '_ {
-    move |(key, message)| (format!("sink[{index}].{kind}.{key}"), message)
+fn kind_error(index: usize, kind: &str) -> impl FnOnce((String, String)) -> KeyError + '_ {
+    move |(key, message)| KeyError::new(key, message).under(&format!("sink[{index}].{kind}"))
 }
 
 /// Which events a sink takes.
@@ -136,38 +137,52 @@ const MAX_CONCURRENCY: u32 = 64;
 const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 impl RawSink {
-    /// Validates `[[sink]]` number `index`; errors are `(key, message)` with the key
-    /// relative to the config root (`sink[0].concurrency`).
-    pub fn validate(self, index: usize, base: &Path) -> Result<SinkSpec, (String, String)> {
+    /// Validates `[[sink]]` number `index`; an error's key is relative to the config
+    /// root (`sink[0].concurrency`).
+    pub fn validate(self, index: usize, base: &Path) -> Result<SinkSpec, KeyError> {
         let key = |field: &str| format!("sink[{index}].{field}");
         if crate::identity::validate_id("sink name", &self.name).is_err() {
-            return Err((key("name"), format!("{:?}: use [a-z0-9][a-z0-9._-]{{0,62}}", self.name)));
+            return Err(KeyError::new(
+                key("name"),
+                format!("{:?}: use [a-z0-9][a-z0-9._-]{{0,62}}", self.name),
+            ));
         }
         for tenant in &self.tenants {
             crate::identity::validate_id("tenant", tenant)
-                .map_err(|error| (key("tenants"), error.to_string()))?;
+                .map_err(|error| KeyError::new(key("tenants"), error.to_string()))?;
         }
         let concurrency = match self.concurrency {
             None => DEFAULT_CONCURRENCY,
             Some(count) if (1..=MAX_CONCURRENCY).contains(&count) => count as usize,
             Some(count) => {
-                return Err((key("concurrency"), format!("{count} is out of range 1..={MAX_CONCURRENCY}")));
+                return Err(KeyError::new(
+                    key("concurrency"),
+                    format!("{count} is out of range 1..={MAX_CONCURRENCY}"),
+                ));
             }
         };
         let give_up_after = match self.give_up_after {
             None => DEFAULT_GIVE_UP_AFTER,
             Some(text) => match humantime::parse_duration(&text) {
                 Ok(duration) if !duration.is_zero() => duration,
-                Ok(_) => return Err((key("give_up_after"), "must be longer than zero".into())),
+                Ok(_) => return Err(KeyError::new(key("give_up_after"), "must be longer than zero")),
                 Err(error) => {
-                    return Err((key("give_up_after"), format!("{text:?} is not a duration ({error})")));
+                    return Err(KeyError::new(
+                        key("give_up_after"),
+                        format!("{text:?} is not a duration ({error})"),
+                    ));
                 }
             },
         };
         let start = match self.start.as_deref() {
             None | Some("latest") => StartAt::Latest,
             Some("earliest") => StartAt::Earliest,
-            Some(other) => return Err((key("start"), format!("{other:?}: use \"latest\" or \"earliest\""))),
+            Some(other) => {
+                return Err(KeyError::new(
+                    key("start"),
+                    format!("{other:?}: use \"latest\" or \"earliest\""),
+                ));
+            }
         };
         let settings = SinkSettings {
             name: self.name,
@@ -206,7 +221,7 @@ impl RawSink {
             kinds.push(super::nats::spec(settings.clone(), raw, base).map_err(kind_error(index, "nats"))?);
         }
         if kinds.len() != 1 {
-            return Err((
+            return Err(KeyError::new(
                 format!("sink[{index}]"),
                 format!(
                     "sink {:?}: give exactly one kind sub-table ([sink.<kind>], kind one of: {})",
@@ -220,12 +235,15 @@ impl RawSink {
 }
 
 /// Validates every `[[sink]]`: each on its own, and names unique.
-pub fn validate_all(raw: Vec<RawSink>, base: &Path) -> Result<Vec<SinkSpec>, (String, String)> {
+pub fn validate_all(raw: Vec<RawSink>, base: &Path) -> Result<Vec<SinkSpec>, KeyError> {
     let mut specs: Vec<SinkSpec> = Vec::with_capacity(raw.len());
     for (index, sink) in raw.into_iter().enumerate() {
         let spec = sink.validate(index, base)?;
         if specs.iter().any(|known| known.settings.name == spec.settings.name) {
-            return Err((format!("sink[{index}].name"), format!("{:?} is used twice", spec.settings.name)));
+            return Err(KeyError::new(
+                format!("sink[{index}].name"),
+                format!("{:?} is used twice", spec.settings.name),
+            ));
         }
         specs.push(spec);
     }

@@ -253,6 +253,7 @@ fn sink_config_is_validated() {
         }
         let root: Root = toml::from_str(text).map_err(|error| ("toml".to_owned(), error.to_string()))?;
         validate_all(root.sink, std::path::Path::new("/etc/nightowl"))
+            .map_err(|error| (error.key, error.message))
     };
     let (key, message) = parse("[[sink]]\nname = \"Bad Name\"\n").unwrap_err();
     assert_eq!(key, "sink[0].name", "{message}");

@@ -64,7 +64,7 @@ use nightowl_proto::CheckResult;
 use serde::Deserialize;
 
 use super::{Probe, ProbeContext, ok_result, unknown_result};
-use crate::config::HumanDuration;
+use crate::duration::HumanDuration;
 
 mod borg;
 mod command;

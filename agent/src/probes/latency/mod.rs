@@ -48,7 +48,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::{Probe, ProbeContext, ok_result, unknown_result};
-use crate::config::HumanDuration;
+use crate::duration::HumanDuration;
 
 mod dns;
 mod http;

@@ -29,7 +29,7 @@ use nightowl_proto::CheckResult;
 use serde::Deserialize;
 
 use super::{Probe, ProbeContext};
-use crate::config::HumanDuration;
+use crate::duration::HumanDuration;
 
 mod exits;
 mod port;

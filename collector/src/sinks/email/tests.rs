@@ -315,7 +315,7 @@ fn parse_sinks(text: &str, base: &Path) -> Result<Vec<SinkSpec>, (String, String
         sink: Vec<RawSink>,
     }
     let root: Root = toml::from_str(text).map_err(|error| ("toml".to_owned(), error.to_string()))?;
-    validate_all(root.sink, base)
+    validate_all(root.sink, base).map_err(|error| (error.key, error.message))
 }
 
 struct Running {

@@ -128,7 +128,7 @@ fn parse_sinks(text: &str) -> Result<Vec<SinkSpec>, (String, String)> {
         sink: Vec<RawSink>,
     }
     let root: Root = toml::from_str(text).map_err(|error| ("toml".to_owned(), error.to_string()))?;
-    validate_all(root.sink, Path::new("/etc/nightowl"))
+    validate_all(root.sink, Path::new("/etc/nightowl")).map_err(|error| (error.key, error.message))
 }
 
 #[tokio::test]
