@@ -19,36 +19,140 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
 use super::Sink;
 use crate::alert::{AlertEvent, Severity, Status};
 use crate::config::KeyError;
 use crate::queue::StartAt;
 
-/// `[[sink]]` as written.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[[sink]]` as written: the shared keys, and its one kind sub-table.
+#[derive(Debug, Clone)]
 pub struct RawSink {
     name: String,
-    #[serde(default)]
     tenants: Vec<String>,
-    #[serde(default)]
     severities: Vec<Severity>,
-    #[serde(default)]
     statuses: Vec<Status>,
     concurrency: Option<u32>,
     give_up_after: Option<String>,
     start: Option<String>,
-    email: Option<super::email::EmailConfig>,
-    nats: Option<super::nats::NatsConfig>,
-    // The kinds: exactly one sub-table is set. Each kind's module owns its config struct
-    // (`deny_unknown_fields`) and a `spec(settings, raw, base) -> Result<SinkSpec,
-    // (String, String)>` whose error key is relative to the sub-table; add the field
-    // here and one `kind(...)` line in `validate`.
-    webhook: Option<super::webhook::WebhookConfig>,
-    pagerduty: Option<super::pagerduty::PagerDutyConfig>,
-    alertmanager: Option<super::alertmanager::AlertmanagerConfig>,
+    kind: SinkKind,
+}
+
+/// Declares the sink kinds once: the [`SinkKind`] enum, its sub-table names, and the
+/// dispatch to each kind's module. A kind's module owns its config struct
+/// (`deny_unknown_fields`) and a `spec(settings, raw, base) -> Result<SinkSpec, (String,
+/// String)>` whose error key is relative to the sub-table. A new kind is its module plus
+/// one line here.
+macro_rules! sink_kinds {
+    ($($table:literal => $variant:ident($module:ident::$config:ident),)+) => {
+        /// A `[[sink]]`'s kind: which sub-table it has, with that table's config.
+        #[derive(Debug, Clone)]
+        pub enum SinkKind {
+            $($variant(super::$module::$config),)+
+        }
+
+        /// The kinds' sub-table names, in declaration order.
+        pub const KINDS: &[&str] = &[$($table,)+];
+
+        impl SinkKind {
+            /// The sub-table name: `webhook`, …
+            pub fn table(&self) -> &'static str {
+                match self {
+                    $(SinkKind::$variant(_) => $table,)+
+                }
+            }
+
+            /// Reads the value of sub-table `table` from `map`; `None` when `table` names
+            /// no kind.
+            fn read<'de, A: MapAccess<'de>>(table: &str, map: &mut A) -> Result<Option<SinkKind>, A::Error> {
+                match table {
+                    $($table => map.next_value().map(|raw| Some(SinkKind::$variant(raw))),)+
+                    _ => Ok(None),
+                }
+            }
+
+            /// The kind's own validation; the error key is relative to its sub-table.
+            fn spec(self, settings: SinkSettings, base: &Path) -> Result<SinkSpec, (String, String)> {
+                match self {
+                    $(SinkKind::$variant(raw) => super::$module::spec(settings, raw, base),)+
+                }
+            }
+        }
+    };
+}
+
+sink_kinds! {
+    "webhook" => Webhook(webhook::WebhookConfig),
+    "pagerduty" => PagerDuty(pagerduty::PagerDutyConfig),
+    "alertmanager" => Alertmanager(alertmanager::AlertmanagerConfig),
+    "email" => Email(email::EmailConfig),
+    "nats" => Nats(nats::NatsConfig),
+}
+
+/// The keys every kind shares.
+const SHARED_KEYS: &[&str] =
+    &["name", "tenants", "severities", "statuses", "concurrency", "give_up_after", "start"];
+
+impl<'de> Deserialize<'de> for RawSink {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(RawSinkVisitor)
+    }
+}
+
+/// `[[sink]]` by hand rather than derived: the kind is "exactly one of these
+/// sub-tables", which serde's derive cannot say together with `deny_unknown_fields`.
+struct RawSinkVisitor;
+
+impl<'de> Visitor<'de> for RawSinkVisitor {
+    type Value = RawSink;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a [[sink]] table")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawSink, A::Error> {
+        let mut name = None;
+        let (mut tenants, mut severities, mut statuses) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut concurrency, mut give_up_after, mut start) = (None, None, None);
+        let mut kind: Option<SinkKind> = None;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "name" => name = Some(map.next_value()?),
+                "tenants" => tenants = map.next_value()?,
+                "severities" => severities = map.next_value()?,
+                "statuses" => statuses = map.next_value()?,
+                "concurrency" => concurrency = map.next_value()?,
+                "give_up_after" => give_up_after = map.next_value()?,
+                "start" => start = map.next_value()?,
+                table => match SinkKind::read(table, &mut map)? {
+                    Some(_) if kind.is_some() => {
+                        let first = kind.as_ref().map_or("", SinkKind::table);
+                        return Err(de::Error::custom(format!(
+                            "a sink has one kind: [sink.{first}] and [sink.{table}] are both given"
+                        )));
+                    }
+                    Some(read) => kind = Some(read),
+                    None => {
+                        return Err(de::Error::custom(format!(
+                            "unknown key `{table}`: expected one of {}, or one kind sub-table ({})",
+                            SHARED_KEYS.join(", "),
+                            KINDS.join(", ")
+                        )));
+                    }
+                },
+            }
+        }
+        let name: String = name.ok_or_else(|| de::Error::missing_field("name"))?;
+        let kind = kind.ok_or_else(|| {
+            de::Error::custom(format!(
+                "sink {name:?}: give exactly one kind sub-table ([sink.<kind>], kind one of: {})",
+                KINDS.join(", ")
+            ))
+        })?;
+        Ok(RawSink { name, tenants, severities, statuses, concurrency, give_up_after, start, kind })
+    }
 }
 
 /// Puts a kind's error key under its sub-table: `url` → `sink[2].webhook.url`.
@@ -129,9 +233,6 @@ impl SinkSpec {
     }
 }
 
-/// The kinds' sub-table names, for messages.
-const KINDS: &[&str] = &["webhook", "pagerduty", "alertmanager", "email", "nats"];
-
 const DEFAULT_CONCURRENCY: usize = 4;
 const MAX_CONCURRENCY: u32 = 64;
 const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -195,42 +296,8 @@ impl RawSink {
             give_up_after,
             start,
         };
-        let mut kinds: Vec<SinkSpec> = Vec::new();
-        // One line per kind:
-        if let Some(raw) = self.webhook {
-            kinds.push(
-                super::webhook::spec(settings.clone(), raw, base).map_err(kind_error(index, "webhook"))?,
-            );
-        }
-        if let Some(raw) = self.pagerduty {
-            kinds.push(
-                super::pagerduty::spec(settings.clone(), raw, base)
-                    .map_err(kind_error(index, "pagerduty"))?,
-            );
-        }
-        if let Some(raw) = self.alertmanager {
-            kinds.push(
-                super::alertmanager::spec(settings.clone(), raw, base)
-                    .map_err(kind_error(index, "alertmanager"))?,
-            );
-        }
-        if let Some(raw) = self.email {
-            kinds.push(super::email::spec(settings.clone(), raw, base).map_err(kind_error(index, "email"))?);
-        }
-        if let Some(raw) = self.nats {
-            kinds.push(super::nats::spec(settings.clone(), raw, base).map_err(kind_error(index, "nats"))?);
-        }
-        if kinds.len() != 1 {
-            return Err(KeyError::new(
-                format!("sink[{index}]"),
-                format!(
-                    "sink {:?}: give exactly one kind sub-table ([sink.<kind>], kind one of: {})",
-                    settings.name,
-                    KINDS.join(", ")
-                ),
-            ));
-        }
-        Ok(kinds.remove(0))
+        let table = self.kind.table();
+        self.kind.spec(settings, base).map_err(kind_error(index, table))
     }
 }
 

@@ -251,15 +251,17 @@ fn sink_config_is_validated() {
         struct Root {
             sink: Vec<RawSink>,
         }
-        let root: Root = toml::from_str(text).map_err(|error| ("toml".to_owned(), error.to_string()))?;
+        let document = crate::config::Document::parse(text, "collector.toml")
+            .map_err(|error| (error.key, error.message))?;
+        let root: Root = document.deserialize().map_err(|error| (error.key, error.message))?;
         validate_all(root.sink, std::path::Path::new("/etc/nightowl"))
             .map_err(|error| (error.key, error.message))
     };
-    let (key, message) = parse("[[sink]]\nname = \"Bad Name\"\n").unwrap_err();
+    let (key, message) = parse("[[sink]]\nname = \"Bad Name\"\n[sink.pagerduty]\nrouting_key = \"k\"\n").unwrap_err();
     assert_eq!(key, "sink[0].name", "{message}");
-    let (key, _) = parse("[[sink]]\nname = \"a\"\nconcurrency = 0\n").unwrap_err();
+    let (key, _) = parse("[[sink]]\nname = \"a\"\nconcurrency = 0\n[sink.pagerduty]\nrouting_key = \"k\"\n").unwrap_err();
     assert_eq!(key, "sink[0].concurrency");
-    let (key, _) = parse("[[sink]]\nname = \"a\"\nstart = \"yesterday\"\n").unwrap_err();
+    let (key, _) = parse("[[sink]]\nname = \"a\"\nstart = \"yesterday\"\n[sink.pagerduty]\nrouting_key = \"k\"\n").unwrap_err();
     assert_eq!(key, "sink[0].start");
     let (key, message) = parse("[[sink]]\nname = \"a\"\n").unwrap_err();
     assert_eq!(key, "sink[0]", "{message}");
@@ -273,11 +275,15 @@ fn sink_config_is_validated() {
     );
     let (key, message) = parse(&two).unwrap_err();
     assert_eq!(key, "sink[0]", "{message}");
+    assert!(message.contains("[sink.pagerduty] and [sink.webhook] are both given"), "{message}");
+    let (key, message) = parse("[[sink]]\nname = \"a\"\nbogus = 1\n[sink.webhook]\n").unwrap_err();
+    assert_eq!(key, "sink[0]", "{message}");
+    assert!(message.contains("unknown key `bogus`"), "{message}");
     let (key, _) =
         parse("[[sink]]\nname = \"a\"\n[sink.webhook]\nsecret_file = \"/nonexistent\"\n").unwrap_err();
     assert_eq!(key, "sink[0].webhook.url");
     let (key, _) = parse("[[sink]]\nname = \"a\"\n[sink.pagerduty]\n").unwrap_err();
     assert_eq!(key, "sink[0].pagerduty.routing_key_file");
-    let (_, message) = parse("[[sink]]\nname = \"a\"\nseverities = [\"P9\"]\n").unwrap_err();
+    let (_, message) = parse("[[sink]]\nname = \"a\"\nseverities = [\"P9\"]\n[sink.pagerduty]\nrouting_key = \"k\"\n").unwrap_err();
     assert!(message.contains("P9"), "{message}");
 }
