@@ -6,7 +6,7 @@ use std::sync::Arc;
 use nightowl_proto::{CheckResult, ProbeStatus};
 
 use super::*;
-use crate::alert::Severity;
+use crate::alert::{Severity, Status};
 
 fn identity() -> AgentIdentity {
     AgentIdentity { tenant: "acme".into(), agent: "srv-01".into() }

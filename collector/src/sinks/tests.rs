@@ -257,11 +257,15 @@ fn sink_config_is_validated() {
         validate_all(root.sink, std::path::Path::new("/etc/nightowl"))
             .map_err(|error| (error.key, error.message))
     };
-    let (key, message) = parse("[[sink]]\nname = \"Bad Name\"\n[sink.pagerduty]\nrouting_key = \"k\"\n").unwrap_err();
+    let (key, message) =
+        parse("[[sink]]\nname = \"Bad Name\"\n[sink.pagerduty]\nrouting_key = \"k\"\n").unwrap_err();
     assert_eq!(key, "sink[0].name", "{message}");
-    let (key, _) = parse("[[sink]]\nname = \"a\"\nconcurrency = 0\n[sink.pagerduty]\nrouting_key = \"k\"\n").unwrap_err();
+    let (key, _) = parse("[[sink]]\nname = \"a\"\nconcurrency = 0\n[sink.pagerduty]\nrouting_key = \"k\"\n")
+        .unwrap_err();
     assert_eq!(key, "sink[0].concurrency");
-    let (key, _) = parse("[[sink]]\nname = \"a\"\nstart = \"yesterday\"\n[sink.pagerduty]\nrouting_key = \"k\"\n").unwrap_err();
+    let (key, _) =
+        parse("[[sink]]\nname = \"a\"\nstart = \"yesterday\"\n[sink.pagerduty]\nrouting_key = \"k\"\n")
+            .unwrap_err();
     assert_eq!(key, "sink[0].start");
     let (key, message) = parse("[[sink]]\nname = \"a\"\n").unwrap_err();
     assert_eq!(key, "sink[0]", "{message}");
@@ -284,6 +288,8 @@ fn sink_config_is_validated() {
     assert_eq!(key, "sink[0].webhook.url");
     let (key, _) = parse("[[sink]]\nname = \"a\"\n[sink.pagerduty]\n").unwrap_err();
     assert_eq!(key, "sink[0].pagerduty.routing_key_file");
-    let (_, message) = parse("[[sink]]\nname = \"a\"\nseverities = [\"P9\"]\n[sink.pagerduty]\nrouting_key = \"k\"\n").unwrap_err();
+    let (_, message) =
+        parse("[[sink]]\nname = \"a\"\nseverities = [\"P9\"]\n[sink.pagerduty]\nrouting_key = \"k\"\n")
+            .unwrap_err();
     assert!(message.contains("P9"), "{message}");
 }
