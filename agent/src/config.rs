@@ -98,12 +98,29 @@ struct RawSpool {
 /// Where and how to reach the collector.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CollectorConfig {
-    pub url: String,
+    /// `https://host[:port]`, checked by [`parse_collector_url`].
+    pub url: http::Uri,
     /// Host name the collector's certificate must carry.
     pub server_name: String,
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+}
+
+/// `[collector] url`: an https URL of a host, with an optional port and nothing after it
+/// (the session is always mutual TLS; gRPC has no use for a path).
+fn parse_collector_url(text: &str) -> Result<http::Uri, String> {
+    let url: http::Uri = text.parse().map_err(|error| format!("{text:?} is not a URL ({error})"))?;
+    if url.scheme_str() != Some("https") {
+        return Err(format!("{text:?} must start with https:// (the session is always mutual TLS)"));
+    }
+    if url.host().is_none_or(str::is_empty) {
+        return Err(format!("{text:?} has no host"));
+    }
+    if url.path_and_query().is_some_and(|rest| rest.as_str() != "/") {
+        return Err(format!("{text:?}: give only https://host[:port], without a path or query"));
+    }
+    Ok(url)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -151,25 +168,9 @@ impl Config {
                 let url = collector.url.ok_or_else(|| {
                     error("collector.url", "missing: e.g. \"https://collector:7443\"".into())
                 })?;
-                let host = url
-                    .strip_prefix("https://")
-                    .ok_or_else(|| {
-                        error(
-                            "collector.url",
-                            format!("{url:?} must start with https:// (the session is always mutual TLS)"),
-                        )
-                    })?
-                    .split(['/', '?'])
-                    .next()
-                    .unwrap_or("");
-                let host = match host.strip_prefix('[') {
-                    // [::1]:7443
-                    Some(rest) => rest.split(']').next().unwrap_or("").to_owned(),
-                    None => host.rsplit_once(':').map_or(host, |(name, _port)| name).to_owned(),
-                };
-                if host.is_empty() {
-                    return Err(error("collector.url", format!("{url:?} has no host")));
-                }
+                let url = parse_collector_url(&url).map_err(|message| error("collector.url", message))?;
+                // `host()` keeps an IPv6 literal's brackets; the TLS name has none.
+                let host = url.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']').to_owned();
                 let path = |key: &str, value: Option<PathBuf>| {
                     value.map(resolve).ok_or_else(|| error(key, "missing: path to a PEM file".into()))
                 };

@@ -29,7 +29,9 @@ fn server_name_from_ip_and_ipv6_urls() {
     let config = parse(&format!("[collector]\nurl = \"https://127.0.0.1:7443\"\n{base}")).unwrap();
     assert_eq!(config.collector.unwrap().server_name, "127.0.0.1");
     let config = parse(&format!("[collector]\nurl = \"https://[::1]:7443/\"\n{base}")).unwrap();
-    assert_eq!(config.collector.unwrap().server_name, "::1");
+    let collector = config.collector.unwrap();
+    assert_eq!(collector.server_name, "::1");
+    assert_eq!(collector.url.port_u16(), Some(7443));
 }
 
 #[test]
@@ -44,6 +46,13 @@ fn errors_name_the_key_and_its_line() {
             "collector.url",
             Some(2),
         ),
+        (
+            "[collector]\nurl = \"https://x:1/grpc\"\nca = \"c\"\ncert = \"c\"\nkey = \"k\"",
+            "collector.url",
+            Some(2),
+        ),
+        ("[collector]\nurl = \"https://\"\nca = \"c\"\ncert = \"c\"\nkey = \"k\"", "collector.url", Some(2)),
+        ("[collector]\nurl = \"x y\"\nca = \"c\"\ncert = \"c\"\nkey = \"k\"", "collector.url", Some(2)),
         // Missing: the line of the table it is missing from.
         ("[collector]\nurl = \"https://x:1\"\ncert = \"c\"\nkey = \"k\"", "collector.ca", Some(1)),
         ("[spool]\nmax_reports = 0", "spool.max_reports", Some(2)),

@@ -144,8 +144,7 @@ async fn connect(collector: &CollectorConfig) -> Result<Channel, SessionError> {
         .ca_certificate(Certificate::from_pem(read(&collector.ca)?))
         .identity(Identity::from_pem(read(&collector.cert)?, read(&collector.key)?))
         .domain_name(collector.server_name.clone());
-    let endpoint = Endpoint::from_shared(collector.url.clone())
-        .map_err(|error| SessionError::Url(error.to_string()))?
+    let endpoint = Endpoint::from(collector.url.clone())
         .tls_config(tls)
         .map_err(|error| SessionError::Url(error.to_string()))?
         .connect_timeout(CONNECT_TIMEOUT)
