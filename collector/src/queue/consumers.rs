@@ -16,6 +16,8 @@
 //! 2. A dead letter and the cursor move that passes its event are one transaction.
 //! 3. Retention deletes events by age and count only; it never waits for consumers (the
 //!    disk is bounded), but it records how far it went so no consumer is silently skipped.
+//! 4. The head (highest position ever assigned) never goes back, also when retention
+//!    emptied the queue: it is the newest event's position or `pruned_through`.
 
 use std::path::Path;
 
@@ -104,8 +106,18 @@ impl Default for Retention {
     }
 }
 
+/// The highest position ever assigned (0: none yet). Retention deletes a prefix of the
+/// queue, so that is the newest event's position, or `pruned_through` once retention
+/// deleted everything: never lower, or a consumer starting at the latest position would
+/// start below `pruned_through` and be told it missed events it never asked for.
 pub(super) fn head(tx: &Connection, path: &Path) -> Result<i64, StoreError> {
-    tx.query_row("SELECT COALESCE(MAX(pos), 0) FROM events", [], |row| row.get(0)).map_err(sqlite(path))
+    tx.query_row(
+        "SELECT MAX(COALESCE((SELECT MAX(pos) FROM events), 0),
+                    COALESCE((SELECT value FROM queue_meta WHERE key = 'pruned_through'), 0))",
+        [],
+        |row| row.get(0),
+    )
+    .map_err(sqlite(path))
 }
 
 pub(super) fn pruned_through(tx: &Connection, path: &Path) -> Result<i64, StoreError> {

@@ -231,3 +231,37 @@ fn a_removed_state_is_deleted_with_its_report() {
         assert_eq!(reader.agents().unwrap()[0].open_alerts, 0);
     });
 }
+
+#[test]
+fn a_consumer_starting_at_latest_after_retention_emptied_the_queue_misses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let (store, _writer) = Store::open(dir.path()).unwrap();
+        store.hello(hello_record("s1")).await.unwrap();
+        let events = vec![event(Status::Firing), event(Status::Resolved), event(Status::Firing)];
+        store.commit(report("s1", 1, events, vec![])).await.unwrap();
+        // A quiet month: every event is older than max_age.
+        let month_later = now().checked_add(jiff::SignedDuration::from_hours(31 * 24)).unwrap();
+        let retention =
+            Retention { max_age: std::time::Duration::from_secs(24 * 3600), ..Retention::default() };
+        assert_eq!(
+            store.prune(retention, month_later).await.unwrap(),
+            Pruned { events: 3, pruned_through: 3 }
+        );
+
+        // The head does not go back to 0 with the queue empty: "latest" is after 3, so
+        // the new consumer is not below pruned_through (which the feed and the sinks
+        // report as events lost to retention).
+        let reader = Reader::open(dir.path()).unwrap();
+        assert_eq!(reader.head().unwrap(), 3);
+        assert_eq!(*store.head().borrow(), 3);
+        let cursor = store.register_consumer("sink:new", StartAt::Latest).await.unwrap();
+        assert_eq!(cursor, 3);
+        assert!(cursor >= reader.pruned_through().unwrap());
+
+        store.commit(report("s1", 2, vec![event(Status::Resolved)], vec![])).await.unwrap();
+        let next = reader.events_after(cursor, 10).unwrap();
+        assert_eq!(next.iter().map(|row| row.pos).collect::<Vec<_>>(), [4]);
+        assert_eq!(reader.consumers().unwrap()[0].lag, 1);
+    });
+}
