@@ -326,3 +326,31 @@ fn a_night_window_end_hands_a_p3_to_the_morning() {
         close(store, writer);
     });
 }
+
+#[test]
+fn retention_keeps_events_younger_than_a_night_hold_released_after_them() {
+    use crate::queue::{Pruned, Retention};
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let (store, writer) = open(dir.path(), coverage_policy());
+        hello(&store).await;
+        let p3 = event("disk:/var", Status::Firing, Severity::P3, night());
+        let p1 = event("disk:/p1", Status::Firing, Severity::P1, minutes(morning(), -10));
+        commit(&store, 1, vec![p3.clone()]).await;
+        commit(&store, 2, vec![p1.clone()]).await;
+        store.release_due(morning()).await.unwrap();
+        // Position 2 is the night's P3, still with its 03:00 emitted_at.
+        let ids: Vec<String> = queued(dir.path()).into_iter().map(|event| event.id).collect();
+        assert_eq!(ids, [p1.id.clone(), p3.id.clone()]);
+
+        // One hour of retention at 08:00: the P1 (07:50) is young, so nothing goes —
+        // neither the P1 nor the P3 released a moment ago, which no sink has seen yet.
+        let hour = Retention { max_age: Duration::from_secs(3600), ..Retention::default() };
+        assert_eq!(store.prune(hour, morning()).await.unwrap(), Pruned { events: 0, pruned_through: 0 });
+        assert_eq!(queued(dir.path()).len(), 2);
+        // Once the P1 is old as well, both go.
+        let later = minutes(morning(), 60);
+        assert_eq!(store.prune(hour, later).await.unwrap(), Pruned { events: 2, pruned_through: 2 });
+        close(store, writer);
+    });
+}
