@@ -722,4 +722,6 @@ fn machine_json(state: &CheckState) -> String {
 }
 
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod tests;
