@@ -4,7 +4,9 @@
 //! plain in-memory model. After every step the store must show exactly what the model
 //! says: the queue (positions and bodies), the held events, the head, how far retention
 //! went, every consumer's cursor, lag and counts, the dead letters, every agent's seq
-//! marks and counters, and the alerts still open.
+//! marks and counters, and the alerts still open. At the end everything is released
+//! and each alert must end as its latest committed event said (firing at its severity,
+//! or resolved / never told): the check that holds never reorder an alert's history.
 //!
 //! The model decides hold or emit with `Policy::decide` / `Policy::after_hours`, the ONE
 //! place that decides (calendar arithmetic is tested beside it, `hold/tests.rs`); what it
@@ -228,6 +230,8 @@ struct Model {
     consumers: BTreeMap<String, ConsumerModel>,
     /// (consumer, pos, event id, attempts), in insertion order.
     dead_letters: Vec<(String, i64, String, u32)>,
+    /// Per alert (fingerprint), its latest event committed, held or not.
+    last_committed: BTreeMap<String, (Status, Severity)>,
 }
 
 /// What the store shows, compared whole after every step.
@@ -288,9 +292,11 @@ impl Model {
             None => 0,
         };
         for event in events {
+            self.last_committed.insert(event.fingerprint.clone(), (event.status, event.severity));
             match policy.decide(event) {
                 Decision::Hold { release_at, reason } => {
-                    self.hold(event.clone(), body(event), release_at, reason)
+                    self.release_before_hold(policy, &event.fingerprint, event.emitted_at);
+                    self.hold(event.clone(), body(event), release_at, reason);
                 }
                 Decision::Emit => {
                     self.release_before_emit(policy, &event.fingerprint, event.emitted_at);
@@ -331,20 +337,31 @@ impl Model {
 
     fn release_before_emit(&mut self, policy: &Policy, fingerprint: &str, now: Timestamp) {
         let now_ms = now.as_millisecond();
-        if self.held.iter().any(|held| {
+        let pending = self.held.iter().any(|held| {
             held.event.fingerprint == fingerprint && (held.release_at <= now_ms || held.reason == AFTER_HOURS)
-        }) {
-            self.release(policy, now, Some(fingerprint));
+        });
+        // A window's outcome deferred to the morning by this release goes first as well.
+        if pending && self.release(policy, now, Some((fingerprint, true))).deferred > 0 {
+            self.release(policy, now, Some((fingerprint, true)));
         }
     }
 
-    fn release(&mut self, policy: &Policy, now: Timestamp, fingerprint: Option<&str>) -> ReleaseOutcome {
+    fn release_before_hold(&mut self, policy: &Policy, fingerprint: &str, now: Timestamp) {
         let now_ms = now.as_millisecond();
-        let selected = |held: &Held| match fingerprint {
+        if self.held.iter().any(|held| held.event.fingerprint == fingerprint && held.release_at <= now_ms) {
+            self.release(policy, now, Some((fingerprint, false)));
+        }
+    }
+
+    /// The due holds (of one alert only, and its after-hours ones too when asked), in
+    /// hold order.
+    fn release(&mut self, policy: &Policy, now: Timestamp, only: Option<(&str, bool)>) -> ReleaseOutcome {
+        let now_ms = now.as_millisecond();
+        let selected = |held: &Held| match only {
             None => held.release_at <= now_ms,
-            Some(fingerprint) => {
+            Some((fingerprint, after_hours_too)) => {
                 held.event.fingerprint == fingerprint
-                    && (held.release_at <= now_ms || held.reason == AFTER_HOURS)
+                    && (held.release_at <= now_ms || (after_hours_too && held.reason == AFTER_HOURS))
             }
         };
         let (rows, kept): (Vec<Held>, Vec<Held>) =
@@ -365,19 +382,32 @@ impl Model {
                 outcome.dropped += 1;
                 continue;
             }
-            let last =
-                self.queue.iter().rev().find(|queued| queued.event.fingerprint == row.event.fingerprint);
+            // Told last: an older after-hours hold of the alert (the morning tells it
+            // before this), else its latest queued event.
+            let fingerprint = row.event.fingerprint.clone();
+            let earlier_after_hours = |held: &Held| {
+                held.event.fingerprint == fingerprint && held.reason == AFTER_HOURS && held.seq < row.seq
+            };
+            let earlier = self
+                .held
+                .iter()
+                .rev()
+                .find(|held| earlier_after_hours(held))
+                .map(|held| (held.event.status, held.event.severity));
+            let last = earlier.or_else(|| {
+                let queued =
+                    self.queue.iter().rev().find(|queued| queued.event.fingerprint == fingerprint)?;
+                Some((queued.event.status, queued.event.severity))
+            });
             let news = match row.event.status {
-                Status::Firing => !last.is_some_and(|queued| {
-                    queued.event.status == Status::Firing && queued.event.severity == row.event.severity
-                }),
-                Status::Resolved => last.is_some_and(|queued| queued.event.status == Status::Firing),
+                Status::Firing => last != Some((Status::Firing, row.event.severity)),
+                Status::Resolved => last.is_some_and(|(status, _)| status == Status::Firing),
             };
             if !news {
                 outcome.dropped += 1;
                 continue;
             }
-            let mut event = row.event;
+            let mut event = row.event.clone();
             event.emitted_at = now;
             let body = body(&event);
             match policy.after_hours(&event) {
@@ -386,6 +416,15 @@ impl Model {
                     outcome.deferred += 1;
                 }
                 Decision::Emit => {
+                    // The older after-hours holds go first.
+                    let (before, kept): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.held)
+                        .into_iter()
+                        .partition(|held| earlier_after_hours(held));
+                    self.held = kept;
+                    for held in before {
+                        self.insert(held.event, held.body);
+                        outcome.released += 1;
+                    }
                     self.insert(event, body);
                     outcome.released += 1;
                 }
@@ -750,6 +789,37 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
         }
         prop_assert_eq!(observe(dir.path(), &store), model.observed(), "after step {}", step);
+    }
+
+    // Everything due, in business hours: nothing stays held, and (unless retention
+    // deleted some) each alert ends as its latest event said — firing at that severity,
+    // or resolved / never told at all.
+    let tuesday_noon: Timestamp = "2026-01-06T12:00:00Z".parse().unwrap();
+    let want = model.release(&policy, tuesday_noon, None);
+    prop_assert_eq!(store.release_due(tuesday_noon).await.unwrap(), want);
+    prop_assert_eq!(observe(dir.path(), &store), model.observed());
+    prop_assert!(model.held.is_empty());
+    if model.pruned_through == 0 {
+        let queue: Vec<AlertEvent> = Reader::open(dir.path())
+            .unwrap()
+            .events_after(0, usize::MAX >> 1)
+            .unwrap()
+            .iter()
+            .map(|row| serde_json::from_str(&row.body).unwrap())
+            .collect();
+        for (fingerprint, (status, severity)) in &model.last_committed {
+            let told = queue.iter().rev().find(|event| event.fingerprint == *fingerprint);
+            let told = told.map(|event| (event.status, event.severity));
+            match status {
+                Status::Firing => prop_assert_eq!(told, Some((Status::Firing, *severity)), "{}", fingerprint),
+                Status::Resolved => prop_assert!(
+                    told.is_none_or(|(status, _)| status == Status::Resolved),
+                    "{} ends {:?}",
+                    fingerprint,
+                    told
+                ),
+            }
+        }
     }
     drop(store);
     writer.join().unwrap();
