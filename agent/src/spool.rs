@@ -1169,11 +1169,16 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Op {
         /// `retired`: (width, index) of ids shaped like `results`', so they sometimes match.
+        /// `unit`: the results are that unit's latest sample (`UnitChange::Reported`).
         Append {
             n: usize,
             width: usize,
             retired: Vec<(usize, usize)>,
+            unit: Option<usize>,
         },
+        /// A unit removed from the config (reload, or gone across a restart): the sampler
+        /// retires the checks the spool remembers for it, in a report of its own.
+        RemoveUnit(usize),
         Ack(u64),
         Reopen,
         Pending {
@@ -1184,13 +1189,21 @@ mod tests {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            5 => (0..4usize, 0..24usize, proptest::collection::vec((0..2usize, 0..3usize), 0..3))
-                .prop_map(|(n, width, retired)| Op::Append { n, width, retired }),
+            5 => (
+                0..4usize,
+                prop_oneof![1 => 0..2usize, 2 => 0..24usize],
+                proptest::collection::vec((0..2usize, 0..3usize), 0..3),
+                proptest::option::weighted(0.5, 0..UNITS.len()),
+            )
+                .prop_map(|(n, width, retired, unit)| Op::Append { n, width, retired, unit }),
+            1 => (0..UNITS.len()).prop_map(Op::RemoveUnit),
             2 => prop_oneof![4 => 0..30u64, 1 => Just(u64::MAX)].prop_map(Op::Ack),
             1 => Just(Op::Reopen),
             2 => (0..30u64, 0..6usize).prop_map(|(after, limit)| Op::Pending { after, limit }),
         ]
     }
+
+    const UNITS: [&str; 3] = ["disk", "service:web", "backup:nightly"];
 
     #[derive(Default)]
     struct Model {
@@ -1198,15 +1211,29 @@ mod tests {
         bytes: u64,
         next_seq: u64,
         dropped_total: u64,
+        /// What `unit_checks` must say: unit → its last reported check ids.
+        units: BTreeMap<String, std::collections::BTreeSet<String>>,
     }
 
     impl Model {
-        fn append(&mut self, limits: SpoolLimits, mut report: Report) -> Appended {
+        fn append(&mut self, limits: SpoolLimits, mut report: Report, units: &[UnitChange]) -> Appended {
+            // The report's unit changes first: a check they report is back (invariant 7).
+            for change in units {
+                match change {
+                    UnitChange::Reported { unit, checks } if !checks.is_empty() => {
+                        self.units.insert(unit.clone(), checks.iter().cloned().collect());
+                    }
+                    UnitChange::Reported { unit, .. } | UnitChange::Retired { unit } => {
+                        self.units.remove(unit);
+                    }
+                }
+            }
             let mut len = report.encoded_len() as u64;
             let mut dropped = 0;
-            // No unit changes here: a check is back only with a result in this report.
+            // Not carried: what this report retires or reports, and what a unit reports.
             let mut not_carried: HashSet<String> = report.retired_checks.iter().cloned().collect();
             not_carried.extend(report.results.iter().map(|result| result.check_id.clone()));
+            not_carried.extend(self.units.values().flatten().cloned());
             while !self.queue.is_empty()
                 && (self.queue.len() as u64 + 1 > limits.max_reports || self.bytes + len > limits.max_bytes)
             {
@@ -1242,6 +1269,10 @@ mod tests {
             self.queue.iter().filter(|r| r.seq > after).take(limit).cloned().collect()
         }
 
+        fn unit_checks(&self) -> UnitChecks {
+            self.units.iter().map(|(unit, checks)| (unit.clone(), checks.iter().cloned().collect())).collect()
+        }
+
         fn stats(&self, stream_id: &str) -> SpoolStats {
             SpoolStats {
                 stream_id: stream_id.to_owned(),
@@ -1255,8 +1286,13 @@ mod tests {
         }
     }
 
+    /// 64, or `PROPTEST_CASES`.
+    fn model_cases() -> u32 {
+        std::env::var("PROPTEST_CASES").ok().and_then(|cases| cases.parse().ok()).unwrap_or(64)
+    }
+
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: model_cases(), ..ProptestConfig::default() })]
 
         #[test]
         fn spool_matches_model(
@@ -1271,18 +1307,40 @@ mod tests {
             let mut model = Model { next_seq: 1, ..Model::default() };
             for (i, op) in ops.into_iter().enumerate() {
                 match op {
-                    Op::Append { n, width, retired } => {
+                    Op::Append { n, width, retired, unit } => {
                         let sampled_at_ms = 1_700_000_000_000 + i as i64;
                         let retired: Vec<String> =
                             retired.iter().map(|(w, i)| format!("disk:/{}{i}", "v".repeat(*w))).collect();
+                        let units: Vec<UnitChange> = unit
+                            .map(|unit| UnitChange::Reported {
+                                unit: UNITS[unit].into(),
+                                checks: results(n, width).into_iter().map(|result| result.check_id).collect(),
+                            })
+                            .into_iter()
+                            .collect();
                         let report = Report {
                             seq: model.next_seq,
                             sampled_at_ms,
                             results: results(n, width),
                             retired_checks: retired.clone(),
                         };
-                        let want = model.append(limits, report);
-                        let got = spool.append_report(sampled_at_ms, results(n, width), retired, &[]).unwrap();
+                        let want = model.append(limits, report, &units);
+                        let got = spool.append_report(sampled_at_ms, results(n, width), retired, &units).unwrap();
+                        prop_assert_eq!(got, want);
+                    }
+                    Op::RemoveUnit(unit) => {
+                        let sampled_at_ms = 1_700_000_000_000 + i as i64;
+                        // What the sampler does: retire what the spool remembers for it.
+                        let retired = spool.unit_checks().unwrap().remove(UNITS[unit]).unwrap_or_default();
+                        let units = [UnitChange::Retired { unit: UNITS[unit].into() }];
+                        let report = Report {
+                            seq: model.next_seq,
+                            sampled_at_ms,
+                            results: Vec::new(),
+                            retired_checks: retired.clone(),
+                        };
+                        let want = model.append(limits, report, &units);
+                        let got = spool.append_report(sampled_at_ms, Vec::new(), retired, &units).unwrap();
                         prop_assert_eq!(got, want);
                     }
                     Op::Ack(seq) => prop_assert_eq!(spool.ack(seq).unwrap(), model.ack(seq)),
@@ -1302,6 +1360,7 @@ mod tests {
                     spool.pending_after(0, usize::MAX).unwrap(),
                     model.pending_after(0, usize::MAX)
                 );
+                prop_assert_eq!(spool.unit_checks().unwrap(), model.unit_checks());
                 spool.check_invariants();
             }
         }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
@@ -323,6 +324,136 @@ fn a_night_window_end_hands_a_p3_to_the_morning() {
         let outcome = store.release_due(morning()).await.unwrap();
         assert_eq!(outcome, ReleaseOutcome { released: 1, dropped: 0, deferred: 0 });
         assert_eq!(queued(dir.path()).len(), 1);
+        close(store, writer);
+    });
+}
+
+#[test]
+fn retention_keeps_events_younger_than_a_night_hold_released_after_them() {
+    use crate::queue::{Pruned, Retention};
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let (store, writer) = open(dir.path(), coverage_policy());
+        hello(&store).await;
+        let p3 = event("disk:/var", Status::Firing, Severity::P3, night());
+        let p1 = event("disk:/p1", Status::Firing, Severity::P1, minutes(morning(), -10));
+        commit(&store, 1, vec![p3.clone()]).await;
+        commit(&store, 2, vec![p1.clone()]).await;
+        store.release_due(morning()).await.unwrap();
+        // Position 2 is the night's P3, still with its 03:00 emitted_at.
+        let ids: Vec<String> = queued(dir.path()).into_iter().map(|event| event.id).collect();
+        assert_eq!(ids, [p1.id.clone(), p3.id.clone()]);
+
+        // One hour of retention at 08:00: the P1 (07:50) is young, so nothing goes —
+        // neither the P1 nor the P3 released a moment ago, which no sink has seen yet.
+        let hour = Retention { max_age: Duration::from_secs(3600), ..Retention::default() };
+        assert_eq!(store.prune(hour, morning()).await.unwrap(), Pruned { events: 0, pruned_through: 0 });
+        assert_eq!(queued(dir.path()).len(), 2);
+        // Once the P1 is old as well, both go.
+        let later = minutes(morning(), 60);
+        assert_eq!(store.prune(hour, later).await.unwrap(), Pruned { events: 2, pruned_through: 2 });
+        close(store, writer);
+    });
+}
+
+/// Maintenance for acme's `disk:/m*` from 07:00 to 07:30, before business hours (08:00).
+fn morning_window_policy() -> Policy {
+    let raw = RawMaintenance {
+        name: Some("patch".into()),
+        tenant: Some("acme".into()),
+        check: Some("disk:/m*".into()),
+        start: Some(minutes(morning(), -60).to_string()),
+        end: Some(minutes(morning(), -30).to_string()),
+        ..RawMaintenance::default()
+    };
+    Policy { maintenance: Maintenance::from_raw(vec![raw], "maintenance").unwrap(), coverage: office_hours() }
+}
+
+/// (status, severity) of what consumers end up with, in queue order.
+fn told(dir: &Path) -> Vec<(Status, Severity)> {
+    queued(dir).into_iter().map(|event| (event.status, event.severity)).collect()
+}
+
+#[test]
+fn an_alert_resolved_just_after_its_window_ended_ends_resolved() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let (store, writer) = open(dir.path(), morning_window_policy());
+        hello(&store).await;
+        // Firing inside the window (07:10): held until 07:30.
+        commit(&store, 1, vec![event("disk:/m", Status::Firing, Severity::P3, minutes(morning(), -50))])
+            .await;
+        // Resolved at 07:30:01, before the releaser's next pass: after hours, held for
+        // the morning. The window's hold of the same alert is due: it goes first.
+        let resolved_at = minutes(morning(), -30).checked_add(SignedDuration::from_secs(1)).unwrap();
+        commit(&store, 2, vec![event("disk:/m", Status::Resolved, Severity::P3, resolved_at)]).await;
+        store.release_due(minutes(morning(), -29)).await.unwrap();
+        store.release_due(morning()).await.unwrap();
+        assert_eq!(told(dir.path()), [(Status::Firing, Severity::P3), (Status::Resolved, Severity::P3)]);
+        assert_eq!(held(dir.path()), 0);
+        close(store, writer);
+    });
+}
+
+#[test]
+fn a_resolve_inside_a_window_counts_the_nights_held_firing_as_told() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let (store, writer) = open(dir.path(), morning_window_policy());
+        hello(&store).await;
+        // 06:50, after hours: a P3 fires, held for the morning.
+        commit(&store, 1, vec![event("disk:/m", Status::Firing, Severity::P3, minutes(morning(), -70))])
+            .await;
+        // 07:10, inside the window: it resolves, held until 07:30.
+        commit(&store, 2, vec![event("disk:/m", Status::Resolved, Severity::P3, minutes(morning(), -50))])
+            .await;
+        store.release_due(minutes(morning(), -30)).await.unwrap();
+        store.release_due(morning()).await.unwrap();
+        // The morning tells the firing, so the resolve is news: the alert ends resolved.
+        assert_eq!(told(dir.path()), [(Status::Firing, Severity::P3), (Status::Resolved, Severity::P3)]);
+        assert_eq!(held(dir.path()), 0);
+        close(store, writer);
+    });
+}
+
+#[test]
+fn a_p1_out_of_a_window_goes_out_after_the_nights_held_history() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let (store, writer) = open(dir.path(), morning_window_policy());
+        hello(&store).await;
+        commit(&store, 1, vec![event("disk:/m", Status::Firing, Severity::P3, minutes(morning(), -70))])
+            .await;
+        // Escalated to P1 inside the window: at its end the P1 goes out now (no
+        // after-hours hold for a P1), after the P3 the night held, not before it.
+        commit(&store, 2, vec![event("disk:/m", Status::Firing, Severity::P1, minutes(morning(), -50))])
+            .await;
+        store.release_due(minutes(morning(), -30)).await.unwrap();
+        assert_eq!(told(dir.path()), [(Status::Firing, Severity::P3), (Status::Firing, Severity::P1)]);
+        store.release_due(morning()).await.unwrap();
+        assert_eq!(told(dir.path()), [(Status::Firing, Severity::P3), (Status::Firing, Severity::P1)]);
+        assert_eq!(held(dir.path()), 0);
+        close(store, writer);
+    });
+}
+
+#[test]
+fn a_window_outcome_handed_to_the_morning_goes_before_a_newer_event_sent_now() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let (store, writer) = open(dir.path(), morning_window_policy());
+        hello(&store).await;
+        // 07:10, inside the window: a P3 fires, held until 07:30.
+        commit(&store, 1, vec![event("disk:/m", Status::Firing, Severity::P3, minutes(morning(), -50))])
+            .await;
+        // 07:30, the window just ended, before the releaser's pass: it resolves as a P1,
+        // which goes out now. The window's outcome (firing, a P3 after hours: for the
+        // morning) is the alert's history and goes first, not after the resolve.
+        commit(&store, 2, vec![event("disk:/m", Status::Resolved, Severity::P1, minutes(morning(), -30))])
+            .await;
+        store.release_due(morning()).await.unwrap();
+        assert_eq!(told(dir.path()), [(Status::Firing, Severity::P3), (Status::Resolved, Severity::P1)]);
+        assert_eq!(held(dir.path()), 0);
         close(store, writer);
     });
 }

@@ -14,8 +14,11 @@
 //! 1. A cursor only moves forward ([`advance`] never lowers it), so a late or repeated
 //!    update cannot make a consumer see events again, nor skip them.
 //! 2. A dead letter and the cursor move that passes its event are one transaction.
-//! 3. Retention deletes events by age and count only; it never waits for consumers (the
-//!    disk is bounded), but it records how far it went so no consumer is silently skipped.
+//! 3. Retention deletes events by age and count only, always a prefix of the queue
+//!    (positions `1..=pruned_through`); it never waits for consumers (the disk is
+//!    bounded), but it records how far it went so no consumer is silently skipped.
+//! 4. The head (highest position ever assigned) never goes back, also when retention
+//!    emptied the queue: it is the newest event's position or `pruned_through`.
 
 use std::path::Path;
 
@@ -92,7 +95,8 @@ pub struct Pruned {
 /// Retention limits for the `events` table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
-    /// Events emitted longer ago than this are deleted.
+    /// Events emitted longer ago than this are deleted, from the oldest position on: an
+    /// old event queued after a younger one (a held event released) waits for it.
     pub max_age: std::time::Duration,
     /// At most this many events are kept (the oldest go first).
     pub max_events: u64,
@@ -104,8 +108,18 @@ impl Default for Retention {
     }
 }
 
+/// The highest position ever assigned (0: none yet). Retention deletes a prefix of the
+/// queue, so that is the newest event's position, or `pruned_through` once retention
+/// deleted everything: never lower, or a consumer starting at the latest position would
+/// start below `pruned_through` and be told it missed events it never asked for.
 pub(super) fn head(tx: &Connection, path: &Path) -> Result<i64, StoreError> {
-    tx.query_row("SELECT COALESCE(MAX(pos), 0) FROM events", [], |row| row.get(0)).map_err(sqlite(path))
+    tx.query_row(
+        "SELECT MAX(COALESCE((SELECT MAX(pos) FROM events), 0),
+                    COALESCE((SELECT value FROM queue_meta WHERE key = 'pruned_through'), 0))",
+        [],
+        |row| row.get(0),
+    )
+    .map_err(sqlite(path))
 }
 
 pub(super) fn pruned_through(tx: &Connection, path: &Path) -> Result<i64, StoreError> {
@@ -197,7 +211,8 @@ pub(super) fn advance(
     Ok(())
 }
 
-/// Deletes events past the retention limits; never touches held events.
+/// Deletes events past the retention limits, always a prefix of the queue; never
+/// touches held events.
 pub(super) fn prune(
     tx: &Connection,
     path: &Path,
@@ -209,15 +224,18 @@ pub(super) fn prune(
     let cutoff = now
         .checked_sub(jiff::SignedDuration::try_from(retention.max_age).unwrap_or(jiff::SignedDuration::MAX))
         .unwrap_or(jiff::Timestamp::MIN);
-    // emitted_at is RFC 3339 in UTC ("Z"), so text order is time order; pos order is
-    // emission order, so the last too-old position bounds everything before it.
-    let by_age: i64 = tx
-        .query_row(
-            "SELECT COALESCE(MAX(pos), 0) FROM events WHERE emitted_at < ?1",
-            params![cutoff.to_string()],
-            |row| row.get(0),
-        )
+    // By age, the queue's prefix of too-old events: up to the first event that is not.
+    // Not "the last too-old position": an after-hours hold released in the morning keeps
+    // its night's `emitted_at` at a new position, and that would take every younger event
+    // queued before it along. emitted_at is RFC 3339 in UTC ("Z"), so text order is time
+    // order (to the second). Scans only the old events, in position order.
+    let first_young: Option<i64> = tx
+        .prepare_cached("SELECT pos FROM events WHERE emitted_at >= ?1 ORDER BY pos LIMIT 1")
+        .and_then(|mut statement| {
+            statement.query_row(params![cutoff.to_string()], |row| row.get(0)).optional()
+        })
         .map_err(sqlite(path))?;
+    let by_age = first_young.map_or(head, |pos| pos - 1);
     let through = by_count.max(by_age);
     let previous = pruned_through(tx, path)?;
     if through <= previous {

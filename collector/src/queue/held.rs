@@ -4,6 +4,13 @@
 //! Both run on the writer's connection inside its transactions: holding is part of the
 //! report's commit, releasing is one transaction of its own, so a held event reaches the
 //! queue exactly once, also across crashes and restarts.
+//!
+//! Per alert (fingerprint) consumers hear its history in commit order, so they end with
+//! its latest state: before a new event of an alert is held, its due holds are released
+//! (the releaser passes only every few seconds); before one goes out now, its due and
+//! after-hours holds are (a window's outcome deferred to the morning included); a
+//! window's outcome counts an older after-hours hold of the alert as told, and goes out
+//! after it. The queue model (`model_tests.rs`) checks the end state.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -114,7 +121,35 @@ pub(super) fn release_before_emit(
     if pending.is_none() {
         return Ok(ReleaseOutcome::default());
     }
-    release(tx, path, policy, now, Some(fingerprint))
+    let mut outcome = release(tx, path, policy, now, Some((fingerprint, true)))?;
+    if outcome.deferred > 0 {
+        // A window's outcome just handed to the morning is after-hours history as well:
+        // it goes before the new event too.
+        outcome.add(release(tx, path, policy, now, Some((fingerprint, true)))?);
+    }
+    Ok(outcome)
+}
+
+/// Releases the held events of `fingerprint` due at `now` before a new event of it is
+/// held: a window's hold that came due moments ago (the releaser passes every few
+/// seconds) must reach the queue, or a morning hold, before the newer event does.
+pub(super) fn release_before_hold(
+    tx: &Connection,
+    path: &Path,
+    policy: &Policy,
+    fingerprint: &str,
+    now: Timestamp,
+) -> Result<ReleaseOutcome, StoreError> {
+    let due: Option<i64> = tx
+        .prepare_cached("SELECT seq FROM held_events WHERE fingerprint = ?1 AND release_at <= ?2 LIMIT 1")
+        .and_then(|mut statement| {
+            statement.query_row(params![fingerprint, millis(now)], |row| row.get(0)).optional()
+        })
+        .map_err(sqlite(path))?;
+    if due.is_none() {
+        return Ok(ReleaseOutcome::default());
+    }
+    release(tx, path, policy, now, Some((fingerprint, false)))
 }
 
 /// Releases every held event due at `now` (release_at <= now).
@@ -127,6 +162,38 @@ pub(super) fn release_due(
     release(tx, path, policy, now, None)
 }
 
+/// Moves the after-hours holds of `fingerprint` older than hold `before` into the queue,
+/// in hold order: what a maintenance outcome emitted now must follow.
+fn release_after_hours_before(
+    tx: &Connection,
+    path: &Path,
+    fingerprint: &str,
+    before: i64,
+) -> Result<u64, StoreError> {
+    let rows: Vec<(i64, String)> = {
+        let mut statement = tx
+            .prepare_cached(
+                "SELECT seq, body FROM held_events WHERE fingerprint = ?1 AND reason = ?2 AND seq < ?3 ORDER BY seq",
+            )
+            .map_err(sqlite(path))?;
+        let rows = statement
+            .query_map(params![fingerprint, AFTER_HOURS, before], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(sqlite(path))?;
+        rows.collect::<Result<_, _>>().map_err(sqlite(path))?
+    };
+    for (seq, body) in &rows {
+        tx.prepare_cached("DELETE FROM held_events WHERE seq = ?1")
+            .and_then(|mut statement| statement.execute(params![seq]))
+            .map_err(sqlite(path))?;
+        let event: AlertEvent = serde_json::from_str(body).map_err(|error| StoreError::Corrupt {
+            path: path.to_owned(),
+            detail: format!("held event {seq}: {error}"),
+        })?;
+        insert_event(tx, path, &event, body)?;
+    }
+    Ok(rows.len() as u64)
+}
+
 struct HeldRow {
     seq: i64,
     fingerprint: String,
@@ -134,24 +201,30 @@ struct HeldRow {
     body: String,
 }
 
+/// Releases what is due at `now`; with `only` = (fingerprint, after-hours too) only that
+/// alert's due holds, and its after-hours ones (due or not) when asked.
 fn release(
     tx: &Connection,
     path: &Path,
     policy: &Policy,
     now: Timestamp,
-    fingerprint: Option<&str>,
+    only: Option<(&str, bool)>,
 ) -> Result<ReleaseOutcome, StoreError> {
+    let (fingerprint, after_hours_too) = match only {
+        Some((fingerprint, after_hours_too)) => (Some(fingerprint), after_hours_too),
+        None => (None, false),
+    };
     let rows: Vec<HeldRow> = {
         let mut statement = tx
             .prepare_cached(
                 "SELECT seq, fingerprint, reason, body FROM held_events
                  WHERE (?2 IS NULL AND release_at <= ?1)
-                    OR (fingerprint = ?2 AND (release_at <= ?1 OR reason = ?3))
+                    OR (fingerprint = ?2 AND (release_at <= ?1 OR (?4 AND reason = ?3)))
                  ORDER BY seq",
             )
             .map_err(sqlite(path))?;
         let rows = statement
-            .query_map(params![millis(now), fingerprint, AFTER_HOURS], |row| {
+            .query_map(params![millis(now), fingerprint, AFTER_HOURS, after_hours_too], |row| {
                 Ok(HeldRow {
                     seq: row.get(0)?,
                     fingerprint: row.get(1)?,
@@ -197,17 +270,35 @@ fn release(
         }
         // What consumers were last told about this alert decides whether the window's
         // outcome is news: still firing (and not already known so) → emit it once;
-        // resolved while consumers never saw it fire → nothing to say.
-        let last: Option<(String, String)> = tx
+        // resolved while consumers never saw it fire → nothing to say. An older
+        // after-hours hold of the alert counts as told: the morning tells it, before
+        // this outcome.
+        let earlier: Option<(String, String)> = tx
             .prepare_cached(
-                "SELECT status, severity FROM events WHERE fingerprint = ?1 ORDER BY pos DESC LIMIT 1",
+                "SELECT status, severity FROM held_events WHERE fingerprint = ?1 AND reason = ?2 AND seq < ?3
+                 ORDER BY seq DESC LIMIT 1",
             )
             .and_then(|mut statement| {
                 statement
-                    .query_row(params![event.fingerprint], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .query_row(params![event.fingerprint, AFTER_HOURS, row.seq], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })
                     .optional()
             })
             .map_err(sqlite(path))?;
+        let last: Option<(String, String)> = match &earlier {
+            Some(told) => Some(told.clone()),
+            None => tx
+                .prepare_cached(
+                    "SELECT status, severity FROM events WHERE fingerprint = ?1 ORDER BY pos DESC LIMIT 1",
+                )
+                .and_then(|mut statement| {
+                    statement
+                        .query_row(params![event.fingerprint], |row| Ok((row.get(0)?, row.get(1)?)))
+                        .optional()
+                })
+                .map_err(sqlite(path))?,
+        };
         let known_firing = last.as_ref().is_some_and(|(status, _)| status == "firing");
         let news = match event.status {
             Status::Firing => !last
@@ -235,6 +326,9 @@ fn release(
                 one.deferred += 1;
             }
             Decision::Emit => {
+                if earlier.is_some() {
+                    one.released += release_after_hours_before(tx, path, &event.fingerprint, row.seq)?;
+                }
                 insert_event(tx, path, &event, &body)?;
                 tracing::info!(
                     id = %event.id, tenant = %event.tenant, agent = %event.agent, check = %event.check,

@@ -609,7 +609,10 @@ fn commit(
         })?;
         // The emission policy, applied here and only here (see `crate::hold`).
         match policy.decide(event) {
-            Decision::Hold { release_at, reason } => held::hold(tx, path, event, &body, release_at, &reason)?,
+            Decision::Hold { release_at, reason } => {
+                held::release_before_hold(tx, path, policy, &event.fingerprint, event.emitted_at)?;
+                held::hold(tx, path, event, &body, release_at, &reason)?;
+            }
             Decision::Emit => {
                 held::release_before_emit(tx, path, policy, &event.fingerprint, event.emitted_at)?;
                 insert_event(tx, path, event, &body)?;
@@ -693,5 +696,7 @@ fn machine_json(state: &CheckState) -> String {
     serde_json::to_string(state).unwrap_or_default()
 }
 
+#[cfg(test)]
+mod model_tests;
 #[cfg(test)]
 mod tests;

@@ -153,7 +153,8 @@ impl Reader {
         rows.collect::<Result<Vec<_>, _>>().map_err(sqlite(&self.path))
     }
 
-    /// The queue's highest position (0: empty).
+    /// The queue's highest position ever assigned (0: none yet), also once retention
+    /// deleted every event.
     pub fn head(&self) -> Result<i64, StoreError> {
         super::consumers::head(&self.connection, &self.path)
     }
