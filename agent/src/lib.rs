@@ -39,8 +39,9 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::policy::{Policy, PolicyStatus, StatusWatch};
+use crate::policy::Policy;
 use crate::probes::ProbeContext;
+use crate::probes::policy_status::{PolicyStatus, StatusWatch};
 use crate::sampler::{Applied, Sampler};
 use crate::session::{AgentInfo, SharedSpool};
 use crate::spool::{Spool, SpoolError};
@@ -187,7 +188,7 @@ impl Checks {
             names: self.policy.names.clone(),
             checks: merged.added.len(),
             conflicts: merged.conflicts.len(),
-            refused: self.refused.clone(),
+            refused: self.refused.as_ref().map(ToString::to_string),
         };
         self.status.send_if_modified(|current| {
             let changed = *current != status;
