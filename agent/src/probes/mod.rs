@@ -157,6 +157,18 @@ impl AnyProbe {
     }
 }
 
+/// Enum dispatch to the family's probe; the futures are [`AnyProbe::sample`]'s and
+/// [`AnyProbe::changed`]'s, boxed.
+impl Probe for AnyProbe {
+    fn sample(&mut self) -> impl Future<Output = Vec<CheckResult>> + Send {
+        AnyProbe::sample(self)
+    }
+
+    fn changed(&mut self) -> impl Future<Output = ()> + Send {
+        AnyProbe::changed(self)
+    }
+}
+
 /// A check name as used in check ids (`service:<name>`): 1–64 characters of letters,
 /// digits, '.', '_', '-', '/', '@'; no spaces or colons.
 pub fn validate_name(name: &str) -> Result<(), String> {
