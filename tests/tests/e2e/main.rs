@@ -24,3 +24,4 @@ mod offline;
 mod policy;
 mod quickstart;
 mod reload;
+mod shutdown;
