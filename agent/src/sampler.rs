@@ -337,19 +337,21 @@ async fn run_unit<P: Probe>(mut unit: UnitRun, mut build: impl FnMut() -> P + Se
 /// What a panic reports: every check of the unit's last sample (its key before the
 /// first) UNKNOWN, naming the panic.
 fn panicked_results(unit: &UnitRun, message: &str) -> Vec<CheckResult> {
-    let text = format!("probe panicked: {message}");
-    let text = &text[..text.floor_char_boundary(MAX_PANIC_MESSAGE_BYTES)];
     let ids = if unit.reported.is_empty() { std::slice::from_ref(&unit.key) } else { &unit.reported[..] };
-    ids.iter()
-        .map(|id| CheckResult {
-            check_id: id.clone(),
-            kind: unit.kind.to_owned(),
-            status: ProbeStatus::Unknown as i32,
-            metrics: BTreeMap::new(),
-            message: text.to_owned(),
-            interval_ms: interval_ms(unit.interval),
-        })
-        .collect()
+    ids.iter().map(|id| panicked_result(id, unit.kind, message, unit.interval)).collect()
+}
+
+/// Check `id` UNKNOWN with "probe panicked: <message>".
+fn panicked_result(id: &str, kind: &str, message: &str, interval: Duration) -> CheckResult {
+    let text = format!("probe panicked: {message}");
+    CheckResult {
+        check_id: id.to_owned(),
+        kind: kind.to_owned(),
+        status: ProbeStatus::Unknown as i32,
+        metrics: BTreeMap::new(),
+        message: text[..text.floor_char_boundary(MAX_PANIC_MESSAGE_BYTES)].to_owned(),
+        interval_ms: interval_ms(interval),
+    }
 }
 
 /// The interval results carry: the collector detects a silent check by it.
@@ -546,18 +548,34 @@ async fn report_loop(
     }
 }
 
-/// Samples every unit once, concurrently (for `nightowl-agent check`); results in unit order.
+/// Samples every unit once, concurrently (for `nightowl-agent check`); results in unit
+/// order. A probe that panics gives its unit's key UNKNOWN, naming the panic.
 pub async fn sample_once(units: &[ProbeUnit], context: &ProbeContext) -> Vec<(ProbeUnit, Vec<CheckResult>)> {
     let mut set = tokio::task::JoinSet::new();
+    let mut index_of = HashMap::with_capacity(units.len());
     for (index, unit) in units.iter().enumerate() {
-        let mut probe = unit.spec.build(context);
-        set.spawn(async move { (index, probe.sample().await) });
+        let (spec, context) = (unit.spec.clone(), context.clone());
+        let task = set.spawn(async move { (index, spec.build(&context).sample().await) });
+        index_of.insert(task.id(), index);
     }
     let mut sampled: Vec<(usize, Vec<CheckResult>)> = Vec::with_capacity(units.len());
     while let Some(joined) = set.join_next().await {
         match joined {
             Ok(done) => sampled.push(done),
-            Err(error) => tracing::error!(%error, "a probe task failed"),
+            Err(error) => {
+                let Some(&index) = index_of.get(&error.id()) else { continue };
+                let unit = &units[index];
+                let message = if error.is_panic() {
+                    panic_message(error.into_panic().as_ref())
+                } else {
+                    error.to_string()
+                };
+                tracing::error!(unit = %unit.key, panic = %message, "probe panicked");
+                sampled.push((
+                    index,
+                    vec![panicked_result(&unit.key, unit.spec.family(), &message, unit.interval)],
+                ));
+            }
         }
     }
     sampled.sort_by_key(|(index, _)| *index);
