@@ -60,7 +60,8 @@ pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
 const MAX_PANIC_MESSAGE_BYTES: usize = 512;
 
 struct Running {
-    unit: ProbeUnit,
+    /// Shared with the unit's task, which builds its probe from it (again after a panic).
+    unit: Arc<ProbeUnit>,
     stop: CancellationToken,
     /// Set before `stop` when the unit is removed (not restarted, not shut down): it then
     /// reports its checks as retired.
@@ -162,7 +163,7 @@ impl Sampler {
         });
         for unit in units {
             match self.running.get(&unit.key) {
-                Some(running) if running.unit == *unit => applied.unchanged += 1,
+                Some(running) if *running.unit == *unit => applied.unchanged += 1,
                 Some(running) => {
                     running.stop.cancel();
                     applied.restarted.push(unit.key.clone());
@@ -212,9 +213,13 @@ impl Sampler {
             supervisor: self.supervisor.clone(),
             reported: self.known.get(&unit.key).cloned().unwrap_or_default(),
         };
-        let (spec, context) = (unit.spec.clone(), self.context.clone());
-        self.supervisor.task(format!("unit {}", unit.key), run_unit(run, move || spec.build(&context)));
-        self.running.insert(unit.key.clone(), Running { unit: unit.clone(), stop, retire });
+        let (shared, context) = (Arc::new(unit.clone()), self.context.clone());
+        let build = {
+            let unit = shared.clone();
+            move || unit.spec.build(&context)
+        };
+        self.supervisor.task(format!("unit {}", unit.key), run_unit(run, build));
+        self.running.insert(unit.key.clone(), Running { unit: shared, stop, retire });
     }
 
     /// Waits until every unit and the reporter have stopped (after shutdown), and any
@@ -908,7 +913,7 @@ mod tests {
 
     /// Every unit is a task whose future lives as long as the unit; the probes' own
     /// futures are boxed per sample (`AnyProbe::sample`), or each unit would be as large
-    /// as the largest probe's future (18,112 bytes when this was written; 808 boxed).
+    /// as the largest probe's future (figures in docs/performance.md).
     #[test]
     fn a_unit_task_does_not_hold_the_largest_probe_future() {
         let (results, _receiver) = mpsc::channel(1);
