@@ -163,7 +163,10 @@ impl Sampler {
         });
         for unit in units {
             match self.running.get(&unit.key) {
-                Some(running) if *running.unit == *unit => applied.unchanged += 1,
+                // A unit whose task ended anyway (see `start`) is started again.
+                Some(running) if *running.unit == *unit && !running.stop.is_cancelled() => {
+                    applied.unchanged += 1
+                }
                 Some(running) => {
                     running.stop.cancel();
                     applied.restarted.push(unit.key.clone());
@@ -218,7 +221,15 @@ impl Sampler {
             let unit = shared.clone();
             move || unit.spec.build(&context)
         };
-        self.supervisor.task(format!("unit {}", unit.key), run_unit(run, build));
+        // However the task ends, its `stop` is cancelled: a unit whose task ended without
+        // being stopped (a panic outside its probe) counts as stopped, and the next apply
+        // starts it again instead of keeping a dead unit in the running set.
+        let ended = stop.clone().drop_guard();
+        let task = run_unit(run, build);
+        self.supervisor.task(format!("unit {}", unit.key), async move {
+            let _ended = ended;
+            task.await;
+        });
         self.running.insert(unit.key.clone(), Running { unit: shared, stop, retire });
     }
 
