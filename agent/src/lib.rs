@@ -17,6 +17,10 @@
 //! - `reload`: watches the config file and re-runs the same load + validate path.
 //! - `policy`: central policy from the collector: checked (nothing that executes),
 //!   merged with the local checks (local wins), persisted, reported as `agent:policy`.
+//! - `supervise`: every long-running task is critical (its end stops the agent),
+//!   restarted with backoff and counted, or a probe unit that restarts its own probe.
+//! - `blocking`: blocking calls on tokio's pool, named, so that a bounded shutdown can
+//!   say which it left running.
 //!
 //! Data path: `probes` → `sampler` → `spool` → `session` → collector → Ack → `spool`
 //! deletes.
@@ -30,22 +34,33 @@ pub mod probes;
 pub mod sampler;
 pub mod session;
 pub mod spool;
+pub mod supervise;
 
+mod blocking;
 mod reload;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::policy::{Policy, PolicyStatus, StatusWatch};
+use crate::policy::Policy;
 use crate::probes::ProbeContext;
+use crate::probes::policy_status::{PolicyStatus, StatusWatch};
 use crate::sampler::{Applied, Sampler};
 use crate::session::{AgentInfo, SharedSpool};
 use crate::spool::{Spool, SpoolError};
+use crate::supervise::Supervisor;
+
+/// How long the agent waits at shutdown for its tasks and its blocking calls (a spool
+/// commit, a probe's file read) to end before it exits without them, naming them. A
+/// blocking call cannot be cancelled; one stuck on a hung mount would otherwise hold the
+/// exit forever.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -53,6 +68,10 @@ pub enum RunError {
     NoCollector { file: String },
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    #[error("stopped after a failure: {0}")]
+    TaskFailed(supervise::Failure),
+    #[error("shutdown did not finish within {grace:?}; left running: {left:?}")]
+    ShutdownTimedOut { grace: Duration, left: Vec<String> },
 }
 
 /// Runs the agent until `shutdown` resolves: every probe unit samples into the spool; the
@@ -60,6 +79,11 @@ pub enum RunError {
 /// are applied to the probe units without touching the session (an invalid edit is
 /// refused and the running checks stay). The collector's central policy is merged with
 /// the local checks (see [`policy`]); the last accepted one is kept in the state dir.
+///
+/// Every task runs under a [`supervise::Supervisor`]; a critical one that fails stops the
+/// agent like `shutdown` does, and is returned as [`RunError::TaskFailed`]. Stopping waits
+/// at most [`SHUTDOWN_GRACE`] for the tasks and blocking calls to end, then returns
+/// [`RunError::ShutdownTimedOut`] naming those left.
 pub async fn run(
     config: Config,
     config_path: Option<PathBuf>,
@@ -84,19 +108,32 @@ pub async fn run(
     let spool: SharedSpool = Arc::new(Mutex::new(spool));
     let new_report = Arc::new(Notify::new());
     let token = CancellationToken::new();
+    let supervisor = Supervisor::new();
 
     let (policy_sender, mut policy_messages) = watch::channel(None);
-    let session = tokio::spawn(session::run(
-        collector,
-        spool.clone(),
-        AgentInfo::detect(config.labels.clone()),
-        config.heartbeat,
-        new_report.clone(),
-        policy_sender,
-        token.clone(),
-    ));
+    {
+        // Restarted: the session starts over from the spool (the collector acks what it has).
+        let (spool, new_report, token) = (spool.clone(), new_report.clone(), token.clone());
+        let info = AgentInfo::detect(config.labels.clone());
+        let heartbeat = config.heartbeat;
+        supervisor.restarting("session", token.clone(), move || {
+            let session = session::run(
+                collector.clone(),
+                spool.clone(),
+                info.clone(),
+                heartbeat,
+                new_report.clone(),
+                policy_sender.clone(),
+                token.clone(),
+            );
+            async move {
+                session.await;
+                Ok::<(), std::convert::Infallible>(())
+            }
+        });
+    }
     let context = ProbeContext { state_dir: config.state_dir.clone() };
-    let mut sampler = Sampler::new(context, spool, remembered, new_report, token.clone());
+    let mut sampler = Sampler::new(context, spool, remembered, new_report, token.clone(), supervisor.clone());
     let policy = match Policy::load(&config.state_dir, config.interval) {
         Ok(Some(policy)) => {
             tracing::info!(version = %format!("{:016x}", policy.version), policies = ?policy.names, "saved central policy loaded");
@@ -113,24 +150,35 @@ pub async fn run(
     checks.apply(&mut sampler, &config);
 
     let (reloads, mut reloaded) = tokio::sync::mpsc::channel(4);
-    let _watcher = match &config_path {
-        Some(path) => match reload::watch(path.clone(), reloads) {
-            Ok(watcher) => Some(watcher),
-            Err(error) => {
-                tracing::warn!(%error, path = %path.display(), "cannot watch the config file; edits need a restart");
-                None
-            }
-        },
-        None => None,
-    };
+    if let Some(path) = config_path {
+        // Restarted: a watch that failed (or could not be set up) is set up again.
+        supervisor.restarting("config watcher", token.clone(), move || {
+            reload::watch(path.clone(), reloads.clone())
+        });
+    }
     let mut current = config;
-    tokio::pin!(shutdown);
+    let failed = supervisor.failed();
+    tokio::pin!(shutdown, failed);
     loop {
         tokio::select! {
-            () = &mut shutdown => break,
+            () = &mut shutdown => {
+                tracing::info!("shutdown requested");
+                break;
+            }
+            failure = &mut failed => {
+                tracing::error!(%failure, "stopping after a task failure");
+                break;
+            }
             Ok(()) = policy_messages.changed() => {
                 let Some(message) = policy_messages.borrow_and_update().clone() else { continue };
-                checks.receive(&message, &mut sampler, &current).await;
+                // Saving the policy may block on the disk: it does not hold up a shutdown.
+                tokio::select! {
+                    () = &mut shutdown => {
+                        tracing::info!("shutdown requested");
+                        break;
+                    }
+                    () = checks.receive(&message, &mut sampler, &current) => {}
+                }
             }
             Some(loaded) = reloaded.recv() => match loaded {
                 Ok(new_config) => {
@@ -149,14 +197,30 @@ pub async fn run(
             },
         }
     }
-    tracing::info!("shutdown requested");
     token.cancel();
-    // Units and session stop at their next await point; the spool keeps whatever is unacked.
-    sampler.stopped().await;
-    if let Err(error) = session.await {
-        tracing::error!(%error, "session task failed");
+    drop(sampler);
+    // Units and session stop at their next await point, the reporter after the report it
+    // is writing; the spool keeps whatever is unacked. Blocking calls cannot be stopped:
+    // those the grace does not see end are left to the process exit.
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    let mut left = supervisor.drain(deadline).await;
+    left.extend(blocking::drain(deadline).await.into_iter().map(|call| format!("blocking call: {call}")));
+    let (restarts, probe_panics) = (supervisor.restarts(), supervisor.probe_panics());
+    if let Some(failure) = supervisor.failure() {
+        tracing::error!(%failure, restarts, probe_panics, "agent stopped after a task failure");
+        return Err(RunError::TaskFailed(failure));
     }
-    tracing::info!("agent stopped");
+    if !left.is_empty() {
+        tracing::warn!(
+            grace = ?SHUTDOWN_GRACE,
+            not_stopped = ?left,
+            restarts,
+            probe_panics,
+            "shutdown grace expired; the agent exits without what did not stop"
+        );
+        return Err(RunError::ShutdownTimedOut { grace: SHUTDOWN_GRACE, left });
+    }
+    tracing::info!(restarts, probe_panics, "agent stopped");
     Ok(())
 }
 
@@ -189,7 +253,7 @@ impl Checks {
             names: self.policy.names.clone(),
             checks: merged.added.len(),
             conflicts: merged.conflicts.len(),
-            refused: self.refused.clone(),
+            refused: self.refused.as_ref().map(ToString::to_string),
         };
         self.status.send_if_modified(|current| {
             let changed = *current != status;
@@ -211,7 +275,7 @@ impl Checks {
             Ok(accepted) => {
                 let state_dir = config.state_dir.clone();
                 let saving = accepted.clone();
-                match tokio::task::spawn_blocking(move || saving.save(&state_dir)).await {
+                match blocking::spawn("saving the policy", move || saving.save(&state_dir)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(error)) => {
                         tracing::warn!(%error, "cannot save the policy; it applies now but not after a restart without the collector")

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use nightowl_agent::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
 use tracing_subscriber::layer::SubscriberExt;
@@ -14,6 +15,9 @@ use tracing_subscriber::util::SubscriberInitExt;
 const EXIT_CONFIG: u8 = 64;
 /// Exit status for a command line that does not parse (EX_USAGE, as for config errors).
 const EXIT_USAGE: u8 = 64;
+/// What the runtime waits, at exit, for blocking calls still running (ones `run` does
+/// not name: the resolver's, say).
+const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
 
 const USAGE: &str = "\
 nightowl agent: samples endpoint health, streams it to the collector
@@ -176,9 +180,17 @@ fn config_error(error: &ConfigError) -> ExitCode {
 
 /// A small single-threaded runtime: the agent's work is a few tasks, and every thread
 /// costs memory on the endpoint. Blocking work (SQLite, statvfs) goes to the blocking pool.
+///
+/// The runtime is shut down with a timeout, not dropped: a drop waits for every blocking
+/// call still running, and one stuck on a hung mount never returns. `run` has already
+/// waited its grace ([`nightowl_agent::SHUTDOWN_GRACE`]) for the calls it knows of.
 fn block_on<F: std::future::Future<Output = ExitCode>>(future: F) -> ExitCode {
     match tokio::runtime::Builder::new_current_thread().enable_all().max_blocking_threads(4).build() {
-        Ok(runtime) => runtime.block_on(future),
+        Ok(runtime) => {
+            let code = runtime.block_on(future);
+            runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
+            code
+        }
         Err(error) => {
             eprintln!("nightowl-agent: cannot start runtime: {error}");
             ExitCode::FAILURE

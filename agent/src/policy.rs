@@ -38,32 +38,24 @@
 //!
 //! # Status
 //!
-//! The agent reports its policy state as check `agent:policy` (kind `agent`), sampled on
-//! the agent's interval like any unit and at once when it changes ([`StatusProbe`]):
-//! OK with metrics `version` (lossy as a float; the message has it exactly), `checks`
-//! (policy checks running) and `conflicts` (policy checks shadowed by local ones), or
-//! UNKNOWN with the refusal.
+//! The agent reports its policy state as check `agent:policy`: the main loop publishes a
+//! [`PolicyStatus`](crate::probes::policy_status::PolicyStatus) on a watch channel and the unit in `probes/policy_status.rs` reports
+//! it (OK with what runs, or UNKNOWN with the refusal).
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nightowl_proto::{CheckResult, ProbeStatus};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 
 use crate::config::{ConfigError, Document, ListedChecks};
+use crate::probes::ProbeUnit;
 use crate::probes::backup::BackupConfig;
 use crate::probes::latency::LatencyConfig;
 use crate::probes::service::ServiceConfig;
-use crate::probes::{Probe, ProbeSpec, ProbeUnit};
 
 /// The accepted policy, in the agent's state directory.
 pub const STATE_FILE: &str = "policy.toml";
-/// Check id and kind of the policy status result.
-pub const CHECK_ID: &str = "agent:policy";
-pub const KIND: &str = "agent";
 
 /// A larger `checks_toml` is refused (the collector caps its policy file well below).
 const MAX_CHECKS_BYTES: usize = 512 * 1024;
@@ -309,109 +301,6 @@ pub fn merge(local: &[ProbeUnit], policy: &Policy, policy_units: Vec<ProbeUnit>)
         }
     }
     Merged { units, added, conflicts }
-}
-
-/// What `agent:policy` reports.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PolicyStatus {
-    pub version: u64,
-    pub names: Vec<String>,
-    pub checks: usize,
-    pub conflicts: usize,
-    /// The last policy refused since the last accepted one.
-    pub refused: Option<Refused>,
-}
-
-impl PolicyStatus {
-    pub fn result(&self) -> CheckResult {
-        let running = if self.version == 0 {
-            "no central policy".to_owned()
-        } else {
-            format!(
-                "policy {:016x} ({}): {} checks, {} shadowed by local checks",
-                self.version,
-                self.names.join(", "),
-                self.checks,
-                self.conflicts
-            )
-        };
-        match &self.refused {
-            Some(refused) => CheckResult {
-                check_id: CHECK_ID.into(),
-                kind: KIND.into(),
-                status: ProbeStatus::Unknown as i32,
-                metrics: BTreeMap::new(),
-                message: truncate(&format!("{refused}; still running: {running}"), 1024),
-                interval_ms: 0,
-            },
-            None => CheckResult {
-                check_id: CHECK_ID.into(),
-                kind: KIND.into(),
-                status: ProbeStatus::Ok as i32,
-                metrics: BTreeMap::from([
-                    ("version".to_owned(), self.version as f64),
-                    ("checks".to_owned(), self.checks as f64),
-                    ("conflicts".to_owned(), self.conflicts as f64),
-                ]),
-                message: truncate(&running, 1024),
-                interval_ms: 0,
-            },
-        }
-    }
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
-}
-
-/// The status unit's config: a handle on the current [`PolicyStatus`]. Two handles on
-/// the same channel are equal, so a reload never restarts the unit.
-#[derive(Debug, Clone)]
-pub struct StatusWatch(watch::Receiver<PolicyStatus>);
-
-impl StatusWatch {
-    pub fn new(receiver: watch::Receiver<PolicyStatus>) -> Self {
-        Self(receiver)
-    }
-
-    /// The `agent:policy` unit, sampled every `interval` (so the collector's staleness
-    /// detection sees it like any check) and at once on a change.
-    pub fn unit(&self, interval: Duration) -> ProbeUnit {
-        ProbeUnit { key: CHECK_ID.into(), interval, spec: ProbeSpec::Policy(self.clone()) }
-    }
-
-    pub fn probe(&self) -> StatusProbe {
-        StatusProbe { status: self.0.clone() }
-    }
-}
-
-impl PartialEq for StatusWatch {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.same_channel(&other.0)
-    }
-}
-
-/// Reports the policy status; wakes when it changes.
-pub struct StatusProbe {
-    status: watch::Receiver<PolicyStatus>,
-}
-
-impl Probe for StatusProbe {
-    async fn sample(&mut self) -> Vec<CheckResult> {
-        vec![self.status.borrow_and_update().result()]
-    }
-
-    async fn changed(&mut self) {
-        // `changed` is cancel-safe. The sender lives as long as the agent runs; if it is
-        // gone there is nothing more to wait for.
-        if self.status.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
 }
 
 #[cfg(test)]

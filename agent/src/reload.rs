@@ -18,12 +18,10 @@ use crate::config::{Config, ConfigError};
 /// Edits closer together than this are one reload (one save fires several events).
 const DEBOUNCE: Duration = Duration::from_millis(300);
 
-/// Watches `path`; sends each reload attempt's outcome to `reloads`. Keep the returned
-/// watcher alive for as long as reloads are wanted.
-pub fn watch(
-    path: PathBuf,
-    reloads: mpsc::Sender<Result<Config, ConfigError>>,
-) -> notify::Result<notify::RecommendedWatcher> {
+/// Watches `path` and sends each reload attempt's outcome to `reloads`, until dropped
+/// (the agent runs it as a supervised task: see `crate::supervise`). Returns an error
+/// when the watch cannot be set up, and Ok only once `reloads` is closed.
+pub async fn watch(path: PathBuf, reloads: mpsc::Sender<Result<Config, ConfigError>>) -> notify::Result<()> {
     let directory =
         path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
     let file_name = path.file_name().map(ToOwned::to_owned);
@@ -32,31 +30,32 @@ pub fn watch(
         Ok(event) if event.kind.is_access() => {}
         Ok(event) => {
             if event.paths.iter().any(|changed| changed.file_name() == file_name.as_deref()) {
-                // The receiver is gone only at shutdown.
+                // The receiver is gone only when this watch ends.
                 let _ = events.send(());
             }
         }
         Err(error) => tracing::warn!(%error, "config watch error"),
     })?;
     watcher.watch(&directory, RecursiveMode::NonRecursive)?;
-    tokio::spawn(async move {
-        while raw.recv().await.is_some() {
-            // Debounce: wait until the edits stop.
-            while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, raw.recv()).await {}
-            let load_path = path.clone();
-            let loaded = match tokio::task::spawn_blocking(move || Config::load(&load_path)).await {
+    // The watcher lives as long as this future: `raw` ends only when it is dropped.
+    while raw.recv().await.is_some() {
+        // Debounce: wait until the edits stop.
+        while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, raw.recv()).await {}
+        let load_path = path.clone();
+        let loaded =
+            match crate::blocking::spawn("loading the config", move || Config::load(&load_path)).await {
                 Ok(loaded) => loaded,
                 Err(error) => {
                     tracing::error!(%error, "config reload task failed");
                     continue;
                 }
             };
-            if reloads.send(loaded).await.is_err() {
-                return;
-            }
+        if reloads.send(loaded).await.is_err() {
+            break;
         }
-    });
-    Ok(watcher)
+    }
+    drop(watcher);
+    Ok(())
 }
 
 /// Logs the edits that a reload does not apply.

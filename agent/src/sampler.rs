@@ -8,6 +8,12 @@
 //!   (within half a second), then it joins the grid.
 //! - A unit also samples at once when its probe's [`Probe::changed`] hook fires (a
 //!   watched process exited, a log line matched).
+//! - A probe that panics does not end its unit: the unit catches the panic, reports every
+//!   check it last reported (or its key, before a first sample) as UNKNOWN with
+//!   "probe panicked: <message>", logs it at `error`, counts it
+//!   ([`Supervisor::probe_panics`]) and builds the probe anew after a
+//!   [`RestartBackoff`]. A panic in a probe's blocking call reaches the probe as an error
+//!   (tokio's `JoinError`) and becomes its UNKNOWN result like any other failure.
 //! - The reporter batches results arriving within [`BATCH_WINDOW`] into one report (the
 //!   latest result per check wins) and appends it to the spool, then wakes the session.
 //! - [`Sampler::apply`] takes a new unit list (config reload): units whose config is
@@ -34,24 +40,28 @@
 //! [`Probe::changed`]: crate::probes::Probe::changed
 
 use std::collections::{BTreeMap, HashMap};
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use nightowl_proto::CheckResult;
+use nightowl_proto::{CheckResult, ProbeStatus};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::probes::{AnyProbe, ProbeContext, ProbeUnit};
+use crate::probes::{Probe, ProbeContext, ProbeUnit};
 use crate::session::{SharedSpool, now_ms, with_spool};
 use crate::spool::{UnitChange, UnitChecks};
+use crate::supervise::{CatchUnwind, RestartBackoff, Supervisor, panic_message};
 
 /// Results arriving within this window go into one report.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
+/// Longest panic message put in a result (the rest is cut at a character boundary).
+const MAX_PANIC_MESSAGE_BYTES: usize = 512;
 
 struct Running {
-    unit: ProbeUnit,
+    /// Shared with the unit's task, which builds its probe from it (again after a panic).
+    unit: Arc<ProbeUnit>,
     stop: CancellationToken,
     /// Set before `stop` when the unit is removed (not restarted, not shut down): it then
     /// reports its checks as retired.
@@ -81,7 +91,7 @@ pub struct Sampler {
     running: HashMap<String, Running>,
     context: ProbeContext,
     results: mpsc::Sender<Sampled>,
-    tasks: TaskTracker,
+    supervisor: Supervisor,
     shutdown: CancellationToken,
     grid: Grid,
     /// What the spool remembered of the units at start ([`Spool::unit_checks`]), until the
@@ -89,12 +99,17 @@ pub struct Sampler {
     ///
     /// [`Spool::unit_checks`]: crate::spool::Spool::unit_checks
     remembered: Option<UnitChecks>,
+    /// The same, kept: the check ids a unit reports UNKNOWN if its probe panics before
+    /// its first sample in this run.
+    known: UnitChecks,
 }
 
 impl Sampler {
     /// Creates the sampler and its reporter task; no unit runs until [`Sampler::apply`].
     /// `remembered` is what the spool remembers of the units ([`Spool::unit_checks`], read
-    /// at start).
+    /// at start). The reporter and the units run under `supervisor`: the reporter as a
+    /// critical task (without it nothing reaches the spool), each unit supervising its
+    /// probe itself.
     ///
     /// [`Spool::unit_checks`]: crate::spool::Spool::unit_checks
     pub fn new(
@@ -103,17 +118,22 @@ impl Sampler {
         remembered: UnitChecks,
         new_report: Arc<Notify>,
         shutdown: CancellationToken,
+        supervisor: Supervisor,
     ) -> Self {
         let (results, receiver) = mpsc::channel(256);
-        let tasks = TaskTracker::new();
-        tasks.spawn(report_loop(receiver, spool, remembered.clone(), new_report, shutdown.clone()));
+        let reporter = report_loop(receiver, spool, remembered.clone(), new_report, shutdown.clone());
+        supervisor.critical("reporter", shutdown.clone(), async move {
+            reporter.await;
+            Ok::<(), std::convert::Infallible>(())
+        });
         Self {
             running: HashMap::new(),
             context,
             results,
-            tasks,
+            supervisor,
             shutdown,
             grid: Grid::random(),
+            known: remembered.clone(),
             remembered: Some(remembered),
         }
     }
@@ -143,7 +163,10 @@ impl Sampler {
         });
         for unit in units {
             match self.running.get(&unit.key) {
-                Some(running) if running.unit == *unit => applied.unchanged += 1,
+                // A unit whose task ended anyway (see `start`) is started again.
+                Some(running) if *running.unit == *unit && !running.stop.is_cancelled() => {
+                    applied.unchanged += 1
+                }
                 Some(running) => {
                     running.stop.cancel();
                     applied.restarted.push(unit.key.clone());
@@ -167,7 +190,7 @@ impl Sampler {
                 // Cannot happen at the first apply (no unit has sent anything yet); sent
                 // from a task rather than lost if it ever does.
                 let results = self.results.clone();
-                self.tasks.spawn(async move {
+                self.supervisor.task("retirement at start", async move {
                     if results.send(retired).await.is_err() {
                         tracing::debug!("reporter gone; retirement not reported");
                     }
@@ -182,24 +205,39 @@ impl Sampler {
     fn start(&mut self, unit: &ProbeUnit) {
         let stop = self.shutdown.child_token();
         let retire = Arc::new(AtomicBool::new(false));
-        let probe = unit.spec.build(&self.context);
-        self.tasks.spawn(run_unit(
-            unit.key.clone(),
-            probe,
-            unit.interval,
-            self.grid,
-            self.results.clone(),
-            stop.clone(),
-            retire.clone(),
-        ));
-        self.running.insert(unit.key.clone(), Running { unit: unit.clone(), stop, retire });
+        let run = UnitRun {
+            key: unit.key.clone(),
+            kind: unit.spec.family(),
+            interval: unit.interval,
+            grid: self.grid,
+            results: self.results.clone(),
+            stop: stop.clone(),
+            retire: retire.clone(),
+            supervisor: self.supervisor.clone(),
+            reported: self.known.get(&unit.key).cloned().unwrap_or_default(),
+        };
+        let (shared, context) = (Arc::new(unit.clone()), self.context.clone());
+        let build = {
+            let unit = shared.clone();
+            move || unit.spec.build(&context)
+        };
+        // However the task ends, its `stop` is cancelled: a unit whose task ended without
+        // being stopped (a panic outside its probe) counts as stopped, and the next apply
+        // starts it again instead of keeping a dead unit in the running set.
+        let ended = stop.clone().drop_guard();
+        let task = run_unit(run, build);
+        self.supervisor.task(format!("unit {}", unit.key), async move {
+            let _ended = ended;
+            task.await;
+        });
+        self.running.insert(unit.key.clone(), Running { unit: shared, stop, retire });
     }
 
-    /// Waits until every unit and the reporter have stopped (after shutdown).
+    /// Waits until every unit and the reporter have stopped (after shutdown), and any
+    /// other task of the supervisor.
     pub async fn stopped(self) {
         drop(self.results);
-        self.tasks.close();
-        self.tasks.wait().await;
+        self.supervisor.wait().await;
     }
 }
 
@@ -238,46 +276,141 @@ impl Grid {
     }
 }
 
-async fn run_unit(
+/// One unit's task: everything but the probe, which [`run_unit`] builds.
+struct UnitRun {
     key: String,
-    mut probe: AnyProbe,
+    /// The family (`disk`, `service`…): the kind of the results a panic reports.
+    kind: &'static str,
     interval: Duration,
     grid: Grid,
     results: mpsc::Sender<Sampled>,
     stop: CancellationToken,
+    /// Set before `stop` when the unit is removed: it then reports its checks as retired.
     retire: Arc<AtomicBool>,
-) {
+    supervisor: Supervisor,
+    /// The check ids of the last sample sent: what the unit retires when it is removed
+    /// and reports UNKNOWN when its probe panics. Seeded with what the spool remembers.
+    reported: Vec<String>,
+}
+
+/// How a unit's sampling ended (other than by a panic).
+enum UnitEnd {
+    Stopped,
+    ReporterGone,
+}
+
+/// Runs a unit until it is stopped: builds its probe with `build` and samples it; when
+/// the probe panics, reports that (see the module doc) and builds it anew after a
+/// backoff. A stopped unit that was removed retires its checks.
+async fn run_unit<P: Probe>(mut unit: UnitRun, mut build: impl FnMut() -> P + Send) {
+    let mut backoff = RestartBackoff::default();
+    let ended = loop {
+        let began = tokio::time::Instant::now();
+        let mut reported = std::mem::take(&mut unit.reported);
+        let caught = CatchUnwind(pin!(sample_unit(&unit, &mut build, &mut reported))).await;
+        unit.reported = reported;
+        let payload = match caught {
+            Ok(ended) => break ended,
+            Err(payload) => payload,
+        };
+        let message = panic_message(payload.as_ref());
+        let delay = backoff.after(began.elapsed());
+        let panics = unit.supervisor.count_probe_panic();
+        tracing::error!(
+            unit = %unit.key,
+            panic = %message,
+            restart_in = ?delay,
+            panics,
+            "probe panicked; its checks are reported UNKNOWN and the probe is started again"
+        );
+        let batch = panicked_results(&unit, &message);
+        let ids: Vec<String> = batch.iter().map(|result| result.check_id.clone()).collect();
+        tokio::select! {
+            biased;
+            () = unit.stop.cancelled() => break UnitEnd::Stopped,
+            sent = unit.results.send(Sampled::Results { unit: unit.key.clone(), results: batch }) => match sent {
+                Ok(()) => unit.reported = ids,
+                Err(_) => break UnitEnd::ReporterGone,
+            },
+        }
+        tokio::select! {
+            () = unit.stop.cancelled() => break UnitEnd::Stopped,
+            () = tokio::time::sleep(delay) => {}
+        }
+    };
+    if matches!(ended, UnitEnd::ReporterGone) || !unit.retire.load(Ordering::Acquire) {
+        return;
+    }
+    let UnitRun { key, results, reported, .. } = unit;
+    // Empty when removed before its first sample in this run: the reporter knows more.
+    tracing::debug!(unit = %key, checks = ?reported, "unit removed; its checks are retired");
+    if results.send(Sampled::Retired(vec![(key.clone(), reported)])).await.is_err() {
+        // Only at shutdown: the reporter has stopped and no report will be written.
+        tracing::debug!(unit = %key, "reporter gone; retirement not reported");
+    }
+}
+
+/// What a panic reports: every check of the unit's last sample (its key before the
+/// first) UNKNOWN, naming the panic.
+fn panicked_results(unit: &UnitRun, message: &str) -> Vec<CheckResult> {
+    let ids = if unit.reported.is_empty() { std::slice::from_ref(&unit.key) } else { &unit.reported[..] };
+    ids.iter().map(|id| panicked_result(id, unit.kind, message, unit.interval)).collect()
+}
+
+/// Check `id` UNKNOWN with "probe panicked: <message>".
+fn panicked_result(id: &str, kind: &str, message: &str, interval: Duration) -> CheckResult {
+    let text = format!("probe panicked: {message}");
+    CheckResult {
+        check_id: id.to_owned(),
+        kind: kind.to_owned(),
+        status: ProbeStatus::Unknown as i32,
+        metrics: BTreeMap::new(),
+        message: text[..text.floor_char_boundary(MAX_PANIC_MESSAGE_BYTES)].to_owned(),
+        interval_ms: interval_ms(interval),
+    }
+}
+
+/// The interval results carry: the collector detects a silent check by it.
+fn interval_ms(interval: Duration) -> u32 {
+    u32::try_from(interval.as_millis()).unwrap_or(u32::MAX)
+}
+
+/// Builds the probe and samples it on the grid and on its events until the unit stops;
+/// keeps `reported` to the check ids of the last sample sent.
+async fn sample_unit<P: Probe>(
+    unit: &UnitRun,
+    build: &mut impl FnMut() -> P,
+    reported: &mut Vec<String>,
+) -> UnitEnd {
+    let mut probe = build();
+    let interval = unit.interval;
     // Spread the first samples a little, but take them soon: a fresh agent should
     // report within a second or two. Then the grid, not less than half an interval on.
     let first = interval.min(Duration::from_secs(1)).mul_f64(fastrand::f64() * 0.5);
     let mut next = tokio::time::Instant::now() + first;
     let mut joined = false;
-    // The check ids of the last sample: what this unit retires when it is removed.
-    let mut reported: Vec<String> = Vec::new();
     loop {
         let timed = tokio::select! {
-            () = stop.cancelled() => break,
+            () = unit.stop.cancelled() => return UnitEnd::Stopped,
             () = tokio::time::sleep_until(next) => true,
             () = probe.changed() => {
-                tracing::debug!(unit = %key, "change signalled; sampling now");
+                tracing::debug!(unit = %unit.key, "change signalled; sampling now");
                 false
             }
         };
         let mut batch = tokio::select! {
-            () = stop.cancelled() => break,
+            () = unit.stop.cancelled() => return UnitEnd::Stopped,
             batch = probe.sample() => batch,
         };
         if timed {
             // The next point after this sample: points a slow sample overran are skipped,
             // not caught up. An event's sample leaves the schedule as it was.
             let after = tokio::time::Instant::now();
-            next = grid.next_after(interval, if joined { after } else { after + interval / 2 });
+            next = unit.grid.next_after(interval, if joined { after } else { after + interval / 2 });
             joined = true;
         }
-        // The collector detects a silent check by its interval.
-        let interval_ms = u32::try_from(interval.as_millis()).unwrap_or(u32::MAX);
         for result in &mut batch {
-            result.interval_ms = interval_ms;
+            result.interval_ms = interval_ms(interval);
         }
         if batch.is_empty() {
             continue;
@@ -287,21 +420,12 @@ async fn run_unit(
         // retirement.
         tokio::select! {
             biased;
-            () = stop.cancelled() => break,
-            sent = results.send(Sampled::Results { unit: key.clone(), results: batch }) => match sent {
-                Ok(()) => reported = ids,
-                Err(_) => return,
+            () = unit.stop.cancelled() => return UnitEnd::Stopped,
+            sent = unit.results.send(Sampled::Results { unit: unit.key.clone(), results: batch }) => match sent {
+                Ok(()) => *reported = ids,
+                Err(_) => return UnitEnd::ReporterGone,
             },
         }
-    }
-    if !retire.load(Ordering::Acquire) {
-        return;
-    }
-    // Empty when removed before its first sample in this run: the reporter knows more.
-    tracing::debug!(unit = %key, checks = ?reported, "unit removed; its checks are retired");
-    if results.send(Sampled::Retired(vec![(key.clone(), reported)])).await.is_err() {
-        // Only at shutdown: the reporter has stopped and no report will be written.
-        tracing::debug!(unit = %key, "reporter gone; retirement not reported");
     }
 }
 
@@ -440,18 +564,34 @@ async fn report_loop(
     }
 }
 
-/// Samples every unit once, concurrently (for `nightowl-agent check`); results in unit order.
+/// Samples every unit once, concurrently (for `nightowl-agent check`); results in unit
+/// order. A probe that panics gives its unit's key UNKNOWN, naming the panic.
 pub async fn sample_once(units: &[ProbeUnit], context: &ProbeContext) -> Vec<(ProbeUnit, Vec<CheckResult>)> {
     let mut set = tokio::task::JoinSet::new();
+    let mut index_of = HashMap::with_capacity(units.len());
     for (index, unit) in units.iter().enumerate() {
-        let mut probe = unit.spec.build(context);
-        set.spawn(async move { (index, probe.sample().await) });
+        let (spec, context) = (unit.spec.clone(), context.clone());
+        let task = set.spawn(async move { (index, spec.build(&context).sample().await) });
+        index_of.insert(task.id(), index);
     }
     let mut sampled: Vec<(usize, Vec<CheckResult>)> = Vec::with_capacity(units.len());
     while let Some(joined) = set.join_next().await {
         match joined {
             Ok(done) => sampled.push(done),
-            Err(error) => tracing::error!(%error, "a probe task failed"),
+            Err(error) => {
+                let Some(&index) = index_of.get(&error.id()) else { continue };
+                let unit = &units[index];
+                let message = if error.is_panic() {
+                    panic_message(error.into_panic().as_ref())
+                } else {
+                    error.to_string()
+                };
+                tracing::error!(unit = %unit.key, panic = %message, "probe panicked");
+                sampled.push((
+                    index,
+                    vec![panicked_result(&unit.key, unit.spec.family(), &message, unit.interval)],
+                ));
+            }
         }
     }
     sampled.sort_by_key(|(index, _)| *index);
@@ -463,8 +603,11 @@ mod tests {
     use std::path::Path;
     use std::sync::Mutex;
 
+    use std::sync::atomic::AtomicUsize;
+
     use super::*;
     use crate::config::Config;
+    use crate::probes::AnyProbe;
     use crate::spool::{Spool, SpoolLimits};
 
     fn result(id: &str) -> CheckResult {
@@ -559,6 +702,7 @@ mod tests {
             UnitChecks::new(),
             Arc::new(Notify::new()),
             shutdown.clone(),
+            Supervisor::new(),
         );
         let both = "[[service]]\nname = \"web\"\nport = 1\ninterval = \"100ms\"\n\
                     [[service]]\nname = \"db\"\nport = 2\ninterval = \"100ms\"\n";
@@ -621,8 +765,14 @@ mod tests {
         let spool: SharedSpool = Arc::new(Mutex::new(spool));
         let shutdown = CancellationToken::new();
         let context = ProbeContext { state_dir: dir.to_path_buf() };
-        let mut sampler =
-            Sampler::new(context, spool.clone(), remembered, Arc::new(Notify::new()), shutdown.clone());
+        let mut sampler = Sampler::new(
+            context,
+            spool.clone(),
+            remembered,
+            Arc::new(Notify::new()),
+            shutdown.clone(),
+            Supervisor::new(),
+        );
         sampler.apply(&units(config));
         wait_for(&spool, what, running).await;
         shutdown.cancel();
@@ -730,10 +880,9 @@ mod tests {
         let stop = CancellationToken::new();
         let interval = Duration::from_secs(10);
         for (key, every) in [("a", interval), ("b", interval), ("c", interval), ("slow", interval * 2)] {
-            let probe = AnyProbe::Host(Box::new(crate::probes::host::HostProbe::new(&context)));
-            let task =
-                run_unit(key.into(), probe, every, grid, results.clone(), stop.clone(), Arc::default());
-            tokio::spawn(task);
+            let context = context.clone();
+            let build = move || AnyProbe::Host(Box::new(crate::probes::host::HostProbe::new(&context)));
+            tokio::spawn(run_unit(unit_run(key, every, grid, results.clone(), stop.clone()), build));
         }
         let seen = arrivals(receiver, grid.anchor + Duration::from_secs(300)).await;
         stop.cancel();
@@ -775,22 +924,97 @@ mod tests {
 
     /// Every unit is a task whose future lives as long as the unit; the probes' own
     /// futures are boxed per sample (`AnyProbe::sample`), or each unit would be as large
-    /// as the largest probe's future (18,112 bytes when this was written; 808 boxed).
+    /// as the largest probe's future (figures in docs/performance.md).
     #[test]
     fn a_unit_task_does_not_hold_the_largest_probe_future() {
         let (results, _receiver) = mpsc::channel(1);
         let context = crate::probes::ProbeContext { state_dir: std::env::temp_dir() };
-        let probe = AnyProbe::Host(Box::new(crate::probes::host::HostProbe::new(&context)));
-        let unit = run_unit(
-            "host".into(),
-            probe,
-            Duration::from_secs(1),
-            Grid::random(),
-            results,
-            CancellationToken::new(),
-            Arc::default(),
-        );
+        let build = move || AnyProbe::Host(Box::new(crate::probes::host::HostProbe::new(&context)));
+        let run = unit_run("host", Duration::from_secs(1), Grid::random(), results, CancellationToken::new());
+        let unit = run_unit(run, build);
         let size = std::mem::size_of_val(&unit);
         assert!(size <= 4096, "a unit task's future is {size} bytes");
+    }
+
+    fn unit_run(
+        key: &str,
+        interval: Duration,
+        grid: Grid,
+        results: mpsc::Sender<Sampled>,
+        stop: CancellationToken,
+    ) -> UnitRun {
+        UnitRun {
+            key: key.into(),
+            kind: "service",
+            interval,
+            grid,
+            results,
+            stop,
+            retire: Arc::default(),
+            supervisor: Supervisor::new(),
+            reported: Vec::new(),
+        }
+    }
+
+    /// A probe that panics on the samples numbered in `panics_on` (counted across the
+    /// probes built, as the unit builds a new one after each panic).
+    struct Flaky {
+        samples: Arc<AtomicUsize>,
+        panics_on: &'static [usize],
+    }
+
+    impl Probe for Flaky {
+        async fn sample(&mut self) -> Vec<CheckResult> {
+            let sample = self.samples.fetch_add(1, Ordering::SeqCst);
+            if self.panics_on.contains(&sample) {
+                panic!("sample {sample} went wrong");
+            }
+            vec![CheckResult { status: ProbeStatus::Ok as i32, ..result("service:flaky") }]
+        }
+    }
+
+    /// A probe that panics does not end its unit (before, the task died with it: the unit
+    /// stayed "running", nothing said why its checks fell silent, and a reload never
+    /// restarted it). Its checks are reported UNKNOWN naming the panic, and the probe is
+    /// built anew and samples again after the backoff (1 s, then 2 s).
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_panics_is_reported_unknown_and_restarted() {
+        let (results, mut receiver) = mpsc::channel(64);
+        let stop = CancellationToken::new();
+        let run = unit_run("service:flaky", Duration::from_secs(10), Grid::random(), results, stop.clone());
+        let supervisor = run.supervisor.clone();
+        let (samples, builds) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (counted, built) = (samples.clone(), builds.clone());
+        let build = move || {
+            built.fetch_add(1, Ordering::SeqCst);
+            Flaky { samples: counted.clone(), panics_on: &[0, 2] }
+        };
+        tokio::spawn(run_unit(run, build));
+        let mut seen = Vec::new();
+        while seen.len() < 4 {
+            let sampled = tokio::time::timeout(Duration::from_secs(60), receiver.recv()).await;
+            let Some(Sampled::Results { unit, results }) = sampled.expect("the unit samples again") else {
+                panic!("results expected");
+            };
+            assert_eq!(unit, "service:flaky");
+            let [result] = &results[..] else { panic!("one result per sample: {results:?}") };
+            seen.push((result.status(), result.message.clone(), tokio::time::Instant::now()));
+        }
+        let statuses: Vec<(ProbeStatus, &str)> =
+            seen.iter().map(|(status, message, _)| (*status, message.as_str())).collect();
+        assert_eq!(
+            statuses,
+            [
+                // Before any sample: the unit's key (a listed check's id).
+                (ProbeStatus::Unknown, "probe panicked: sample 0 went wrong"),
+                (ProbeStatus::Ok, ""),
+                (ProbeStatus::Unknown, "probe panicked: sample 2 went wrong"),
+                (ProbeStatus::Ok, ""),
+            ]
+        );
+        assert!(seen[1].2 - seen[0].2 >= Duration::from_secs(1), "restarted after the backoff: {seen:?}");
+        assert!(seen[3].2 - seen[2].2 >= Duration::from_secs(2), "the backoff doubles: {seen:?}");
+        assert_eq!((builds.load(Ordering::SeqCst), supervisor.probe_panics()), (3, 2));
+        stop.cancel();
     }
 }

@@ -460,6 +460,11 @@ impl Agent {
         code
     }
 
+    /// The running agent's process id (None when stopped).
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Daemon::pid)
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.daemon.as_mut().is_some_and(Daemon::is_running)
     }
@@ -678,4 +683,64 @@ pub fn check_events(events: &[Value], agent: &str, check: &str) -> Vec<(String, 
             (text("status"), text("rule"), text("summary"))
         })
         .collect()
+}
+
+/// A FUSE mount whose daemon never answers: every access to a path under it blocks,
+/// as on a network filesystem whose server went away (a hard NFS or sshfs mount). The
+/// kernel's wait is killable, so a process blocked there can still exit. The holder
+/// (a shell that keeps `/dev/fuse` open and never reads it) is ended on drop, which
+/// aborts the connection and fails whatever was blocked.
+pub struct HungMount {
+    pub path: PathBuf,
+    holder: Child,
+}
+
+impl HungMount {
+    /// Mounts it over `path` (an existing directory: what was there is hidden, open files
+    /// stay readable); None (with a loud SKIP line) when this machine has no FUSE.
+    pub fn mount(path: &Path) -> Option<HungMount> {
+        fs::create_dir_all(path).unwrap();
+        // `mount -i`: no mount.fuse helper, the kernel's own fuse type; fd 3 is the
+        // connection, held open by the shell that `exec`s into a long sleep.
+        let script = "exec 3<>/dev/fuse && mount -i -t fuse -o fd=3,rootmode=40000,user_id=0,group_id=0 \
+                      nightowl-hung \"$1\" && echo mounted && exec sleep 100000";
+        let mut holder = Command::new("sh")
+            .args(["-c", script, "hung-mount"])
+            .arg(path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sh");
+        let mut first = String::new();
+        let stdout = holder.stdout.take().expect("piped");
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first);
+        if first.trim() != "mounted" {
+            let _ = holder.kill();
+            let output = holder.wait_with_output().expect("reap sh");
+            eprintln!(
+                "SKIP: cannot mount a hung FUSE filesystem at {} (need root and /dev/fuse): {}",
+                path.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+            return None;
+        }
+        Some(HungMount { path: path.to_path_buf(), holder })
+    }
+}
+
+impl Drop for HungMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+/// True when a thread of process `pid` waits in the kernel's FUSE code (`wchan`).
+pub fn blocked_in_fuse(pid: u32) -> bool {
+    let Ok(threads) = fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    threads.flatten().any(|thread| {
+        fs::read_to_string(thread.path().join("wchan")).is_ok_and(|wchan| wchan.starts_with("fuse"))
+    })
 }

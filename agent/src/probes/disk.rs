@@ -585,7 +585,15 @@ where
         .name("nightowl-statvfs".to_owned())
         .stack_size(STAT_THREAD_STACK)
         .spawn(move || {
-            let result = call();
+            // A panic is the call's error, reported as the mount's UNKNOWN: without this
+            // the sample would only learn that the thread ended without a result.
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).unwrap_or_else(|payload| {
+                    Err(io::Error::other(format!(
+                        "panicked: {}",
+                        crate::supervise::panic_message(payload.as_ref())
+                    )))
+                });
             done_in_thread.store(true, Ordering::Release);
             // The receiver is gone when the sample gave up on us: nothing to do.
             let _ = tx.send(result);
@@ -906,6 +914,16 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1600)).await;
         let results = sample_mounts(&config, &mounts, fake_stat, Duration::from_secs(5)).await;
         assert_eq!(results[0].status, ProbeStatus::Ok as i32, "{results:?}");
+    }
+
+    #[tokio::test]
+    async fn a_panic_on_a_deadline_thread_is_that_mount_s_unknown() {
+        let mounts = [mount("/nightowl-test/broken", "ext4", "8:2", "/")];
+        let broken: fn(&Path) -> io::Result<Usage> = |_| panic!("statvfs stand-in broke");
+        let results = sample_mounts(&DiskConfig::default(), &mounts, broken, Duration::from_secs(5)).await;
+        assert_eq!(results.len(), 1, "{results:?}");
+        assert_eq!(results[0].status, ProbeStatus::Unknown as i32);
+        assert_eq!(results[0].message, "statvfs failed: panicked: statvfs stand-in broke");
     }
 
     #[cfg(target_os = "linux")]

@@ -28,6 +28,7 @@ pub mod disk;
 pub mod exec;
 pub mod host;
 pub mod latency;
+pub mod policy_status;
 pub mod service;
 
 /// One configured probe.
@@ -79,8 +80,8 @@ pub enum ProbeSpec {
     Backup(backup::BackupConfig),
     Latency(latency::LatencyConfig),
     Command(command::CommandConfig),
-    /// The agent's own central-policy status (`agent:policy`, see `crate::policy`).
-    Policy(crate::policy::StatusWatch),
+    /// The agent's own central-policy status (`agent:policy`, see [`policy_status`]).
+    Policy(policy_status::StatusWatch),
 }
 
 impl ProbeSpec {
@@ -93,7 +94,7 @@ impl ProbeSpec {
             ProbeSpec::Backup(_) => "backup",
             ProbeSpec::Latency(_) => "latency",
             ProbeSpec::Command(_) => "command",
-            ProbeSpec::Policy(_) => crate::policy::KIND,
+            ProbeSpec::Policy(_) => policy_status::KIND,
         }
     }
 
@@ -118,7 +119,7 @@ pub enum AnyProbe {
     Backup(backup::BackupProbe),
     Latency(latency::LatencyProbe),
     Command(command::CommandProbe),
-    Policy(crate::policy::StatusProbe),
+    Policy(policy_status::StatusProbe),
 }
 
 /// A probe's future, boxed: see [`AnyProbe::sample`].
@@ -153,6 +154,18 @@ impl AnyProbe {
             AnyProbe::Command(probe) => Box::pin(probe.changed()),
             AnyProbe::Policy(probe) => Box::pin(probe.changed()),
         }
+    }
+}
+
+/// Enum dispatch to the family's probe; the futures are [`AnyProbe::sample`]'s and
+/// [`AnyProbe::changed`]'s, boxed.
+impl Probe for AnyProbe {
+    fn sample(&mut self) -> impl Future<Output = Vec<CheckResult>> + Send {
+        AnyProbe::sample(self)
+    }
+
+    fn changed(&mut self) -> impl Future<Output = ()> + Send {
+        AnyProbe::changed(self)
     }
 }
 

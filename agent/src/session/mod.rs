@@ -66,7 +66,7 @@ pub async fn with_spool<T: Send + 'static>(
     work: impl FnOnce(&mut Spool) -> Result<T, SpoolError> + Send + 'static,
 ) -> Result<T, SessionError> {
     let spool = spool.clone();
-    let result = tokio::task::spawn_blocking(move || {
+    let result = crate::blocking::spawn("spool", move || {
         let mut spool = spool.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         work(&mut spool)
     })

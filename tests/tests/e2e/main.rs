@@ -25,3 +25,4 @@ mod offline;
 mod policy;
 mod quickstart;
 mod reload;
+mod shutdown;

@@ -192,7 +192,8 @@ impl LogSource {
         }
         let shared = Arc::clone(&self.shared);
         let path = self.path.clone();
-        let (evidence, directory) = tokio::task::spawn_blocking(move || {
+        let what = format!("reading {}", path.display());
+        let (evidence, directory) = crate::blocking::spawn(what, move || {
             let mut tail = shared.tail();
             tail.poll(true);
             // This sample reports everything read so far. The flag is only set and

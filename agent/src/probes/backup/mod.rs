@@ -523,7 +523,8 @@ impl BackupProbe {
         }
         let path = self.state_file.clone();
         let to_write = bytes.clone();
-        match tokio::task::spawn_blocking(move || state::store(&path, &to_write)).await {
+        let what = format!("writing {}", path.display());
+        match crate::blocking::spawn(what, move || state::store(&path, &to_write)).await {
             Ok(Ok(())) => self.written = Some(bytes),
             Ok(Err(error)) => tracing::warn!(
                 check = %self.check_id, file = %self.state_file.display(), %error,

@@ -98,7 +98,7 @@ pub(crate) struct TlsClient {
 impl TlsClient {
     /// Loads the system's roots and `ca` (file I/O: on the blocking pool).
     pub(super) async fn load(ca: Option<PathBuf>) -> Result<TlsClient, String> {
-        tokio::task::spawn_blocking(move || TlsClient::load_blocking(ca))
+        crate::blocking::spawn("loading trust roots", move || TlsClient::load_blocking(ca))
             .await
             .map_err(|error| format!("tls: loading the trust roots failed: {error}"))?
     }

@@ -209,9 +209,13 @@ mod imp {
             loop {
                 tokio::time::sleep(POLL_EVERY).await;
                 let watched = self.watched.clone();
-                let Ok(alive) = tokio::task::spawn_blocking(move || still_alive(&watched)).await else {
-                    continue;
-                };
+                let alive =
+                    match crate::blocking::spawn("process liveness", move || still_alive(&watched)).await {
+                        Ok(alive) => alive,
+                        // A panic is the probe's: its unit reports it and starts the probe again.
+                        Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+                        Err(_) => continue,
+                    };
                 if alive.len() != self.watched.len() {
                     self.watched = alive;
                     return;

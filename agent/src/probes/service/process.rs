@@ -289,7 +289,7 @@ impl ProcessWatch {
     pub(super) async fn sample(&mut self, check_id: String) -> CheckResult {
         let matcher = Arc::clone(&self.matcher);
         let fresh = std::mem::take(&mut self.exited);
-        let scanned = tokio::task::spawn_blocking(move || scan(&matcher, fresh)).await;
+        let scanned = crate::blocking::spawn("process scan", move || scan(&matcher, fresh)).await;
         let found = match scanned {
             Ok(Ok(found)) => found,
             Ok(Err(why)) => return unknown_result(check_id, KIND, why),

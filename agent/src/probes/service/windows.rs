@@ -106,7 +106,7 @@ struct Status {
 #[cfg(windows)]
 async fn query_off_runtime(service: &str) -> Result<Status, String> {
     let service = service.to_owned();
-    match tokio::task::spawn_blocking(move || imp::query(&service)).await {
+    match crate::blocking::spawn("service query", move || imp::query(&service)).await {
         Ok(result) => result,
         Err(error) => Err(format!("service query failed: {error}")),
     }
