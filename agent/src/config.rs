@@ -1,6 +1,6 @@
 //! Agent configuration: raw TOML (`deny_unknown_fields`) → [`Config::parse`] → typed
 //! [`Config`]. Every error names the file, the line and the key path ([`ConfigError`],
-//! `config/error.rs`); the binary exits 64 on them.
+//! the collector's `config_error.rs`); the binary exits 64 on them.
 //!
 //! ```toml
 //! [collector]
@@ -42,7 +42,7 @@ use crate::probes::{ProbeSpec, ProbeUnit};
 use crate::spool::SpoolLimits;
 
 // One source file for both binaries' config errors (see its module doc).
-#[path = "../../collector/src/config/error.rs"]
+#[path = "../../collector/src/config_error.rs"]
 mod error;
 
 pub use error::{ConfigError, Document, KeyError};

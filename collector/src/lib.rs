@@ -38,6 +38,9 @@ pub mod alert;
 pub mod calendar;
 pub mod cli;
 pub mod config;
+/// Config errors naming file, line and key path; a leaf, so that the validators
+/// `config` calls (sinks, policy) need not import `config`.
+pub mod config_error;
 pub mod evaluate;
 pub mod feed;
 pub mod hold;

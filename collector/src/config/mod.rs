@@ -64,10 +64,9 @@ use crate::policy::PolicySet;
 use crate::queue::Retention;
 use crate::sinks::{RawSink, SinkSpec};
 
-mod error;
 pub mod watch;
 
-pub use error::{ConfigError, Document, KeyError};
+pub use crate::config_error::{ConfigError, Document, KeyError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -55,7 +55,7 @@ use std::path::Path;
 
 use toml::{Table, Value};
 
-use crate::config::KeyError;
+use crate::config_error::KeyError;
 
 /// Families a policy may carry, in the order they are sent.
 pub const FAMILIES: [&str; 3] = ["service", "latency", "backup"];

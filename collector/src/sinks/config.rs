@@ -24,7 +24,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::Sink;
 use crate::alert::{AlertEvent, Severity, Status};
-use crate::config::KeyError;
+use crate::config_error::KeyError;
 use crate::queue::StartAt;
 
 /// `[[sink]]` as written: the shared keys, and its one kind sub-table.
