@@ -42,8 +42,8 @@ use crate::config::Config;
 use crate::policy::{Policy, PolicyStatus, StatusWatch};
 use crate::probes::ProbeContext;
 use crate::sampler::{Applied, Sampler};
-use crate::session::{AgentInfo, SharedSpool};
-use crate::spool::{Spool, SpoolError};
+use crate::session::AgentInfo;
+use crate::spool::{SharedSpool, Spool, SpoolError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::probes::{AnyProbe, ProbeContext, ProbeUnit};
-use crate::session::{SharedSpool, now_ms, with_spool};
+use crate::spool::{SharedSpool, now_ms, with_spool};
 use crate::spool::{UnitChange, UnitChecks};
 
 /// Results arriving within this window go into one report.
@@ -425,6 +425,7 @@ async fn report_loop(
             Ok((appended, committed)) => {
                 tracing::debug!(
                     seq = appended.seq,
+                    reports = appended.reports,
                     results = count,
                     retired = retired_count,
                     units_changed = committed.len(),

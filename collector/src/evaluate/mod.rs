@@ -862,8 +862,9 @@ impl AgentEvaluator {
     pub fn retire(&mut self, checks: &[String], at: jiff::Timestamp, now: jiff::Timestamp) -> Evaluation {
         let mut evaluation = Evaluation::default();
         for check in checks {
-            if check == crate::synthetic::offline::CHECK {
-                // The offline monitor's state: not a check the agent runs.
+            if check == crate::synthetic::offline::CHECK || check == crate::synthetic::reports::CHECK {
+                // The collector's own states (offline, refused reports): not checks the
+                // agent runs.
                 continue;
             }
             let Some(entry) = self.checks.get_mut(check.as_str()) else {
