@@ -18,6 +18,7 @@ mod drills;
 mod feed;
 mod hold;
 mod latency;
+mod limits;
 mod loadgen;
 mod mtls;
 mod offline;
