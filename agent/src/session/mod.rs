@@ -187,7 +187,11 @@ async fn session(
         Heard::Limits(limits) => limits,
         _ => ReportLimits::CONSERVATIVE,
     };
-    with_spool(spool, move |spool| Ok(spool.set_report_limits(limits))).await?;
+    with_spool(spool, move |spool| {
+        spool.set_report_limits(limits);
+        Ok(())
+    })
+    .await?;
     tracing::info!(
         url = %collector.url,
         collector_has = acked,
@@ -247,7 +251,11 @@ async fn session(
                     }
                     Heard::Limits(changed) => {
                         limits = changed;
-                        with_spool(spool, move |spool| Ok(spool.set_report_limits(changed))).await?;
+                        with_spool(spool, move |spool| {
+                            spool.set_report_limits(changed);
+                            Ok(())
+                        })
+                        .await?;
                     }
                     Heard::Other => {}
                 }

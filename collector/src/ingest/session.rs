@@ -516,7 +516,7 @@ async fn handle_report(
                 tracing::warn!(
                     seq = seq,
                     missing = gap,
-                    "reports missing before this one (agent spool overflowed?)"
+                    "reports missing before this one (agent spool overflowed, or refitted to the limits?)"
                 );
             }
             counters.reports_applied.fetch_add(1, Ordering::Relaxed);

@@ -100,6 +100,64 @@ fn an_agent_whose_full_report_is_over_the_limit_still_delivers() {
     collector.terminate();
 }
 
+/// The agent spooled reports under the collector's default limits while the collector
+/// was down; it comes back with a smaller `max_message_bytes`. The agent refits what it
+/// spooled (new seqs) instead of sending reports the collector cannot take.
+#[test]
+fn reports_spooled_under_larger_limits_are_refitted_and_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::init(&dir.path().join("pki"));
+    let (cert, key) = pki.issue("acme", "spooled");
+    let mut collector = Collector::new(dir.path(), &pki);
+    collector.start();
+    let _keeper = Victim::start("3600.4216");
+    let mut victim = Victim::start("3600.4215");
+    let mut services = String::new();
+    for index in 0..60 {
+        services.push_str(&Victim::service(&format!("filler-{index:02}-{}", "x".repeat(50)), "3600.4216"));
+    }
+    services.push_str(&Victim::service("victim", "3600.4215"));
+    let mut agent =
+        Agent::new(&dir.path().join("agent"), &collector, &pki, &cert, &key, "1s", &[Path::new("/")]);
+    agent.rewrite_config(&[Path::new("/")], &services);
+    agent.start();
+    wait_for("the first reports", Duration::from_secs(60), || {
+        collector.agent("acme", "spooled").filter(|row| row["last_seq"].as_u64() >= Some(2))
+    });
+
+    // The collector goes away; the agent spools full-size reports, the victim dies.
+    collector.terminate();
+    victim.kill();
+    let spooled = wait_for("reports spooled during the outage", Duration::from_secs(60), || {
+        Some(agent.spool()).filter(|spool| spool["pending"].as_u64() >= Some(4))
+    });
+    let newest = spooled["newest_seq"].as_u64().unwrap();
+    let mut config = std::fs::read_to_string(&collector.config).unwrap();
+    config.push_str(&format!("[limits]\nmax_message_bytes = {MAX_MESSAGE_BYTES}\n"));
+    std::fs::write(&collector.config, config).unwrap();
+    collector.start();
+
+    let down = wait_for("service_down for the victim", Duration::from_secs(60), || {
+        firing(&collector.events(), "service_down", "service:victim")
+    });
+    eprintln!("service_down after the outage: {down}");
+    // Everything spooled during the outage is delivered (refitted: under new seqs).
+    let row = wait_for("the outage's reports delivered", Duration::from_secs(60), || {
+        collector.agent("acme", "spooled").filter(|row| row["last_seq"].as_u64() > Some(newest))
+    });
+    assert!(row["seq_gaps"].as_u64() >= Some(1), "the refit skips the old seqs: {row}");
+    let log = collector.log_text();
+    assert!(!log.contains("message refused"), "the collector refused a report:\n{log}");
+    assert!(
+        agent.log_text().contains("pending reports over the collector's limits"),
+        "the agent refitted its spool:\n{}",
+        agent.log_text()
+    );
+    assert!(firing(&collector.events(), "reports_refused", "agent:reports").is_none());
+    agent.terminate();
+    collector.terminate();
+}
+
 fn result(id: &str, message: String) -> CheckResult {
     CheckResult {
         check_id: id.to_owned(),
