@@ -37,8 +37,9 @@
 //!   removed from its config or policy) is forgotten by [`AgentEvaluator::retire`]: every
 //!   state of it is removed ([`StateChange::Remove`], deleted in the report's
 //!   transaction), a firing one with ONE `resolved` event saying the check was removed,
-//!   and it is no longer watched for staleness. The built-in `agent` check (offline) is
-//!   not the agent's to retire.
+//!   and it is no longer watched for staleness. The collector's own checks (`agent`:
+//!   offline, `agent:reports`: reports refused; `crate::synthetic`) are not the agent's
+//!   to retire.
 //!
 //! Pseudo-metrics available to rules: `@status` (the probe's verdict: 0 OK, 1 WARNING,
 //! 2 CRITICAL; absent when UNKNOWN), `@unknown` (1 when UNKNOWN, else 0) and `@stale`
