@@ -52,8 +52,8 @@ use crate::policy::Policy;
 use crate::probes::ProbeContext;
 use crate::probes::policy_status::{PolicyStatus, StatusWatch};
 use crate::sampler::{Applied, Sampler};
-use crate::session::{AgentInfo, SharedSpool};
-use crate::spool::{Spool, SpoolError};
+use crate::session::AgentInfo;
+use crate::spool::{SharedSpool, Spool, SpoolError};
 use crate::supervise::Supervisor;
 
 /// How long the agent waits at shutdown for its tasks and its blocking calls (a spool

@@ -50,7 +50,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::probes::{Probe, ProbeContext, ProbeUnit};
-use crate::session::{SharedSpool, now_ms, with_spool};
+use crate::spool::{SharedSpool, now_ms, with_spool};
 use crate::spool::{UnitChange, UnitChecks};
 use crate::supervise::{CatchUnwind, RestartBackoff, Supervisor, panic_message};
 
@@ -549,6 +549,7 @@ async fn report_loop(
             Ok((appended, committed)) => {
                 tracing::debug!(
                     seq = appended.seq,
+                    reports = appended.reports,
                     results = count,
                     retired = retired_count,
                     units_changed = committed.len(),

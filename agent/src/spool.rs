@@ -79,6 +79,28 @@
 //! ones), then inserts. The report being appended is never dropped by its own append: a
 //! single report larger than `max_bytes` (or `max_reports` = 0) leaves it as the only
 //! pending report. Limits lowered between runs are enforced by the next append.
+//!
+//! # Reports within the collector's limits
+//!
+//! The collector says how large a report may be (`nightowl.v1.Limits`: message bytes,
+//! results per report); until it has, [`ReportLimits::CONSERVATIVE`] holds. The session
+//! tells the spool ([`Spool::set_report_limits`]), and an append splits a batch that does
+//! not fit into several reports, consecutive seqs in one transaction ([`fit`]: in order,
+//! retirements after the last result; a result too large alone is cut or replaced by an
+//! UNKNOWN saying so). For the bound they count together, like one report.
+//!
+//! A report spooled under larger limits (an earlier collector's, the conservative ones,
+//! an older agent's) is refitted before it is sent: [`Spool::refit`] rewrites every
+//! pending report into reports within the current limits, numbered from `next_seq` on
+//! (invariant 1 holds: no seq is reused; the collector sees a gap, which it counts and
+//! logs). The session calls it only when none of the pending reports has been sent in
+//! the session (every sent one is acked), so the collector has seen none of the old
+//! seqs and evaluates each result once. The pending seqs stay contiguous (invariant 3).
+//!
+//! # Layout
+//!
+//! `spool.rs` the store; [`fit`] report splitting (pure); [`shared`] the async facade
+//! the agent's tasks use ([`SharedSpool`], [`with_spool`]).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -87,6 +109,12 @@ use std::time::Duration;
 use nightowl_proto::{CheckResult, Report};
 use prost::Message;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+
+pub mod fit;
+mod shared;
+
+pub use fit::ReportLimits;
+pub use shared::{SharedSpool, now_ms, with_spool};
 
 /// File name of the spool inside the agent's state directory.
 pub const FILE_NAME: &str = "spool.db";
@@ -123,6 +151,8 @@ pub enum SpoolError {
     CorruptMeta { path: PathBuf, detail: String },
     #[error("spool {}: unsupported: {detail}", path.display())]
     Unsupported { path: PathBuf, detail: String },
+    #[error("spool task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -138,9 +168,23 @@ pub struct SpoolStats {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
+    /// The seq of the first report appended.
     pub seq: u64,
+    /// Reports appended: more than one when the batch was split to fit the collector's
+    /// limits (seqs `seq..seq + reports`).
+    pub reports: u64,
+    /// Results cut or replaced to fit, or dropped ([`fit::Fitted`]).
+    pub fitted: fit::Fitted,
     /// Reports dropped by this append to respect the bound.
     pub dropped: u64,
+}
+
+#[cfg(test)]
+impl Appended {
+    /// One report appended, nothing fitted.
+    fn single(seq: u64, dropped: u64) -> Appended {
+        Appended { seq, reports: 1, fitted: fit::Fitted::default(), dropped }
+    }
 }
 
 /// What the spool remembers per probe unit (`unit_checks`): unit key → the check ids it
@@ -172,7 +216,20 @@ pub struct Spool {
     conn: Connection,
     path: PathBuf,
     limits: SpoolLimits,
+    report_limits: ReportLimits,
     stream_id: String,
+}
+
+/// What [`Spool::refit`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Refitted {
+    /// Pending reports rewritten (0: all fitted, nothing changed).
+    pub reports_before: u64,
+    /// The reports they became.
+    pub reports_after: u64,
+    /// The first seq of the rewritten reports.
+    pub first_seq: u64,
+    pub fitted: fit::Fitted,
 }
 
 impl Spool {
@@ -245,7 +302,7 @@ impl Spool {
             }
         };
         tx.commit().map_err(sql(&path))?;
-        Ok(Spool { conn, path, limits, stream_id })
+        Ok(Spool { conn, path, limits, report_limits: ReportLimits::default(), stream_id })
     }
 
     /// Read-only look for `nightowl-agent spool` while an agent may be running (SQLite WAL
@@ -303,7 +360,7 @@ impl Spool {
         self.conn.pragma_update(None, "synchronous", "FULL").map_err(sql(path))?;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(path))?;
         let seq = meta_u64(&tx, path, "next_seq")?;
-        let seq_i = i64::try_from(seq).map_err(|_| SpoolError::CorruptMeta {
+        i64::try_from(seq).map_err(|_| SpoolError::CorruptMeta {
             path: path.to_owned(),
             detail: format!("next_seq {seq} is out of range"),
         })?;
@@ -312,24 +369,29 @@ impl Spool {
         // Before the drops: a check these changes report is back (invariant 7).
         write_unit_changes(&tx, path, units)?;
 
-        let mut report = Report { seq, sampled_at_ms, results, retired_checks };
-        let mut new_len = report.encoded_len() as u64;
+        // Within the collector's limits: one report, or several with consecutive seqs.
+        let report_limits = self.report_limits;
+        let (mut parts, mut fitted) =
+            fit::split(Report { seq, sampled_at_ms, results, retired_checks }, report_limits);
+        let mut new_len = numbered_len(&mut parts, seq);
 
-        // Drop the oldest reports until the new one fits; their retirements move into it,
-        // which makes it longer (so the loop looks at `new_len` again after each).
-        let must_drop = |dropped: u64, dropped_bytes: u64, new_len: u64| {
+        // Drop the oldest reports until the new ones fit; their retirements move into them,
+        // which makes them longer (so the loop looks at `new_len` again after each).
+        let must_drop = |dropped: u64, dropped_bytes: u64, new_len: u64, new_count: u64| {
             let (count, bytes) = (count - dropped, bytes - dropped_bytes);
-            count > 0 && (count + 1 > limits.max_reports || bytes.saturating_add(new_len) > limits.max_bytes)
+            count > 0
+                && (count.saturating_add(new_count) > limits.max_reports
+                    || bytes.saturating_add(new_len) > limits.max_bytes)
         };
         let (mut dropped, mut dropped_bytes, mut carried) = (0u64, 0u64, 0usize);
         let mut dropped_range: Option<(i64, i64)> = None;
-        if must_drop(0, 0, new_len) {
+        if must_drop(0, 0, new_len, parts.len() as u64) {
             // The checks whose retirement is not carried; filled at the first one to carry.
             let mut not_carried: Option<HashSet<String>> = None;
             let mut stmt =
                 tx.prepare_cached("SELECT seq, len, body FROM reports ORDER BY seq").map_err(sql(path))?;
             let mut rows = stmt.query([]).map_err(sql(path))?;
-            while must_drop(dropped, dropped_bytes, new_len) {
+            while must_drop(dropped, dropped_bytes, new_len, parts.len() as u64) {
                 let Some(row) = rows.next().map_err(sql(path))? else { break };
                 let s: i64 = row.get(0).map_err(sql(path))?;
                 let l: i64 = row.get(1).map_err(sql(path))?;
@@ -340,6 +402,8 @@ impl Spool {
                 if retired.is_empty() {
                     continue;
                 }
+                // Rare (a drop that carries retirements): join, add, split again.
+                let mut report = fit::join(std::mem::take(&mut parts));
                 let excluded = match &mut not_carried {
                     Some(excluded) => excluded,
                     None => not_carried.insert(back_or_retired(&tx, path, &report)?),
@@ -350,24 +414,22 @@ impl Spool {
                         report.retired_checks.push(check);
                     }
                 }
-                if report.retired_checks.len() > before {
-                    carried += report.retired_checks.len() - before;
-                    new_len = report.encoded_len() as u64;
-                }
+                carried += report.retired_checks.len() - before;
+                let refitted;
+                (parts, refitted) = fit::split(report, report_limits);
+                fitted.dropped += refitted.dropped;
+                new_len = numbered_len(&mut parts, seq);
             }
         }
-        let body = report.encode_to_vec();
-        let len = body.len() as u64;
         if let Some((_, last)) = dropped_range {
             tx.prepare_cached("DELETE FROM reports WHERE seq <= ?1")
                 .and_then(|mut stmt| stmt.execute([last]))
                 .map_err(sql(path))?;
         }
-        tx.prepare_cached("INSERT INTO reports (seq, len, body) VALUES (?1, ?2, ?3)")
-            .and_then(|mut stmt| stmt.execute(params![seq_i, len as i64, body]))
-            .map_err(sql(path))?;
-        set_meta(&tx, path, "next_seq", seq_i + 1)?;
-        set_meta(&tx, path, "pending_count", to_i64(count - dropped + 1))?;
+        let reports = parts.len() as u64;
+        let len = insert_reports(&tx, path, &parts)?;
+        set_meta(&tx, path, "next_seq", to_i64(seq + reports))?;
+        set_meta(&tx, path, "pending_count", to_i64(count - dropped + reports))?;
         set_meta(&tx, path, "pending_bytes", to_i64(bytes - dropped_bytes + len))?;
         let dropped_total = if dropped > 0 {
             let total = meta_u64(&tx, path, "dropped_total")? + dropped;
@@ -392,32 +454,71 @@ impl Spool {
                 "spool full: dropped oldest unacked reports"
             );
         }
-        Ok(Appended { seq, dropped })
+        log_fitted(path, fitted, report_limits);
+        Ok(Appended { seq, reports, fitted, dropped })
+    }
+
+    /// The collector's limits on one report (from its `Limits` message); appends and
+    /// [`Spool::refit`] keep reports within them. Not stored: a restarted agent starts from
+    /// [`ReportLimits::CONSERVATIVE`] until the collector says them again.
+    pub fn set_report_limits(&mut self, limits: ReportLimits) {
+        self.report_limits = limits;
+    }
+
+    pub fn report_limits(&self) -> ReportLimits {
+        self.report_limits
+    }
+
+    /// Rewrites the pending reports into reports within the current [`ReportLimits`], if
+    /// any is over them: in order, with new seqs from `next_seq` on, in one transaction
+    /// (see "Reports within the collector's limits" above). Only for reports the collector
+    /// has not seen: the caller calls it when no pending report was sent unacked.
+    pub fn refit(&mut self) -> Result<Refitted, SpoolError> {
+        let path = self.path.as_path();
+        let report_limits = self.report_limits;
+        self.conn.pragma_update(None, "synchronous", "FULL").map_err(sql(path))?;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql(path))?;
+        let pending = read_reports(&tx, path, 0, i64::MAX)?;
+        if pending.iter().all(|report| report_limits.fits(report)) {
+            return Ok(Refitted::default());
+        }
+        let mut seq = meta_u64(&tx, path, "next_seq")?;
+        let first_seq = seq;
+        let mut refitted =
+            Refitted { reports_before: pending.len() as u64, first_seq, ..Refitted::default() };
+        let mut rewritten = Vec::new();
+        for report in pending {
+            let (mut parts, fitted) = fit::split(report, report_limits);
+            numbered_len(&mut parts, seq);
+            seq += parts.len() as u64;
+            refitted.fitted.cut += fitted.cut;
+            refitted.fitted.replaced += fitted.replaced;
+            refitted.fitted.dropped += fitted.dropped;
+            rewritten.extend(parts);
+        }
+        refitted.reports_after = rewritten.len() as u64;
+        tx.execute("DELETE FROM reports", []).map_err(sql(path))?;
+        let len = insert_reports(&tx, path, &rewritten)?;
+        set_meta(&tx, path, "next_seq", to_i64(seq))?;
+        set_meta(&tx, path, "pending_count", to_i64(refitted.reports_after))?;
+        set_meta(&tx, path, "pending_bytes", to_i64(len))?;
+        tx.commit().map_err(sql(path))?;
+        tracing::warn!(
+            path = %path.display(),
+            reports_before = refitted.reports_before,
+            reports_after = refitted.reports_after,
+            first_seq,
+            max_message_bytes = report_limits.max_message_bytes,
+            max_results = report_limits.max_results,
+            "pending reports over the collector's limits: split into reports that fit, with new seqs"
+        );
+        log_fitted(path, refitted.fitted, report_limits);
+        Ok(refitted)
     }
 
     /// Up to `limit` pending reports with seq > `after`, ascending, decoded.
     pub fn pending_after(&self, after: u64, limit: usize) -> Result<Vec<Report>, SpoolError> {
-        let path = self.path.as_path();
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT seq, body FROM reports WHERE seq > ?1 ORDER BY seq LIMIT ?2")
-            .map_err(sql(path))?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut rows = stmt.query(params![to_i64(after), limit]).map_err(sql(path))?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(sql(path))? {
-            let seq: i64 = row.get(0).map_err(sql(path))?;
-            let seq = seq as u64;
-            let body = row.get_ref(1).map_err(sql(path))?;
-            let corrupt = |detail: String| SpoolError::CorruptReport { path: path.to_owned(), seq, detail };
-            let body = body.as_blob().map_err(|e| corrupt(format!("body is not a blob: {e}")))?;
-            let report = Report::decode(body).map_err(|e| corrupt(e.to_string()))?;
-            if report.seq != seq {
-                return Err(corrupt(format!("encoded seq is {}", report.seq)));
-            }
-            out.push(report);
-        }
-        Ok(out)
+        read_reports(&self.conn, &self.path, after, i64::try_from(limit).unwrap_or(i64::MAX))
     }
 
     /// Deletes every report with seq <= `seq`; returns how many were deleted. An ack beyond
@@ -587,6 +688,64 @@ fn dropped_retirements(body: rusqlite::types::ValueRef<'_>, path: &Path, seq: i6
 /// The checks a dropped report's retirement is not carried for: those `report` already
 /// retires or has a result for, and those a running unit reports (`unit_checks`): back
 /// since (invariant 7).
+/// Up to `limit` pending reports with seq > `after`, ascending, decoded.
+fn read_reports(conn: &Connection, path: &Path, after: u64, limit: i64) -> Result<Vec<Report>, SpoolError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT seq, body FROM reports WHERE seq > ?1 ORDER BY seq LIMIT ?2")
+        .map_err(sql(path))?;
+    let mut rows = stmt.query(params![to_i64(after), limit]).map_err(sql(path))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(sql(path))? {
+        let seq: i64 = row.get(0).map_err(sql(path))?;
+        let seq = seq as u64;
+        let body = row.get_ref(1).map_err(sql(path))?;
+        let corrupt = |detail: String| SpoolError::CorruptReport { path: path.to_owned(), seq, detail };
+        let body = body.as_blob().map_err(|e| corrupt(format!("body is not a blob: {e}")))?;
+        let report = Report::decode(body).map_err(|e| corrupt(e.to_string()))?;
+        if report.seq != seq {
+            return Err(corrupt(format!("encoded seq is {}", report.seq)));
+        }
+        out.push(report);
+    }
+    Ok(out)
+}
+
+/// Numbers `parts` from `first` on; returns their encoded length in total.
+fn numbered_len(parts: &mut [Report], first: u64) -> u64 {
+    let mut len = 0;
+    for (index, part) in parts.iter_mut().enumerate() {
+        part.seq = first + index as u64;
+        len += part.encoded_len() as u64;
+    }
+    len
+}
+
+/// Inserts numbered reports; returns the bytes stored.
+fn insert_reports(conn: &Connection, path: &Path, reports: &[Report]) -> Result<u64, SpoolError> {
+    let mut stmt =
+        conn.prepare_cached("INSERT INTO reports (seq, len, body) VALUES (?1, ?2, ?3)").map_err(sql(path))?;
+    let mut total = 0u64;
+    for report in reports {
+        let body = report.encode_to_vec();
+        total += body.len() as u64;
+        stmt.execute(params![to_i64(report.seq), body.len() as i64, body]).map_err(sql(path))?;
+    }
+    Ok(total)
+}
+
+fn log_fitted(path: &Path, fitted: fit::Fitted, limits: ReportLimits) {
+    if fitted != fit::Fitted::default() {
+        tracing::warn!(
+            path = %path.display(),
+            cut = fitted.cut,
+            replaced_by_unknown = fitted.replaced,
+            dropped = fitted.dropped,
+            max_message_bytes = limits.max_message_bytes,
+            "results over the collector's size limit: cut, replaced or dropped"
+        );
+    }
+}
+
 fn back_or_retired(conn: &Connection, path: &Path, report: &Report) -> Result<HashSet<String>, SpoolError> {
     let mut checks: HashSet<String> = report.retired_checks.iter().cloned().collect();
     checks.extend(report.results.iter().map(|result| result.check_id.clone()));
@@ -685,6 +844,79 @@ mod tests {
         reports.iter().map(|r| r.seq).collect()
     }
 
+    fn ids_of(reports: &[Report]) -> Vec<String> {
+        reports.iter().flat_map(|r| r.results.iter().map(|result| result.check_id.clone())).collect()
+    }
+
+    #[test]
+    fn an_append_over_the_report_limits_becomes_several_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), big()).unwrap();
+        let limits = ReportLimits { max_message_bytes: 4096, max_results: 5 };
+        spool.set_report_limits(limits);
+        let batch = results(12, 10);
+        let expected: Vec<String> = batch.iter().map(|r| r.check_id.clone()).collect();
+        let appended = spool.append_report(7, batch, vec!["disk:/gone".into()], &[]).unwrap();
+        assert_eq!((appended.seq, appended.reports, appended.dropped), (1, 3, 0));
+        let pending = spool.pending_after(0, 100).unwrap();
+        assert_eq!(seqs(&pending), [1, 2, 3]);
+        assert!(pending.iter().all(|report| limits.fits(report) && report.sampled_at_ms == 7));
+        assert_eq!(ids_of(&pending), expected);
+        assert_eq!(pending[2].retired_checks, ["disk:/gone"], "after the last result");
+        assert_eq!(spool.append(8, results(1, 0)).unwrap(), Appended::single(4, 0));
+        spool.check_invariants();
+        // The bound counts the parts like reports.
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), SpoolLimits { max_reports: 4, max_bytes: u64::MAX }).unwrap();
+        spool.set_report_limits(limits);
+        spool.append(1, results(1, 0)).unwrap();
+        spool.append(1, results(1, 0)).unwrap();
+        let appended = spool.append(2, results(12, 0)).unwrap();
+        assert_eq!((appended.seq, appended.reports, appended.dropped), (3, 3, 1));
+        assert_eq!(seqs(&spool.pending_after(0, 100).unwrap()), [2, 3, 4, 5]);
+        spool.check_invariants();
+    }
+
+    #[test]
+    fn refit_rewrites_pending_reports_over_the_limits_with_new_seqs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), big()).unwrap();
+        spool.set_report_limits(ReportLimits { max_message_bytes: 1 << 20, max_results: 10_000 });
+        spool.append(1, results(2, 0)).unwrap();
+        spool.append_report(2, results(40, 60), vec!["disk:/gone".into()], &[]).unwrap();
+        spool.append(3, results(1, 0)).unwrap();
+        spool.ack(1).unwrap();
+        let before = spool.pending_after(0, 100).unwrap();
+        let order = ids_of(&before);
+
+        // Limits that fit: nothing to do.
+        assert_eq!(spool.refit().unwrap(), Refitted::default());
+        assert_eq!(spool.pending_after(0, 100).unwrap(), before);
+
+        let limits = ReportLimits { max_message_bytes: 4096, max_results: 10_000 };
+        spool.set_report_limits(limits);
+        let refitted = spool.refit().unwrap();
+        assert_eq!((refitted.reports_before, refitted.first_seq), (2, 4));
+        let after = spool.pending_after(0, 100).unwrap();
+        assert_eq!(after.len() as u64, refitted.reports_after);
+        assert!(after.len() > 2);
+        assert_eq!(after[0].seq, 4, "no seq reused");
+        assert!(after.iter().all(|report| limits.fits(report)));
+        assert_eq!(ids_of(&after), order, "every result once, in order");
+        let retired: Vec<(i64, &String)> =
+            after.iter().flat_map(|r| r.retired_checks.iter().map(move |id| (r.sampled_at_ms, id))).collect();
+        assert_eq!(retired, [(2, &"disk:/gone".to_owned())]);
+        assert!(after.last().unwrap().sampled_at_ms == 3 && after.last().unwrap().retired_checks.is_empty());
+        spool.check_invariants();
+        // Refitted reports are acked like any; the next append follows them.
+        let next = spool.append(4, results(1, 0)).unwrap();
+        assert_eq!(next.seq, 4 + refitted.reports_after);
+        assert_eq!(spool.ack(next.seq - 1).unwrap(), refitted.reports_after);
+        assert_eq!(seqs(&spool.pending_after(0, 100).unwrap()), [next.seq]);
+        spool.check_invariants();
+        assert_eq!(spool.refit().unwrap(), Refitted::default());
+    }
+
     #[test]
     fn append_pending_ack_basics() {
         let dir = tempfile::tempdir().unwrap();
@@ -696,7 +928,7 @@ mod tests {
 
         for i in 0..5 {
             let a = spool.append(1_000 + i, results(2, 3)).unwrap();
-            assert_eq!(a, Appended { seq: i as u64 + 1, dropped: 0 });
+            assert_eq!(a, Appended::single(i as u64 + 1, 0));
         }
         let all = spool.pending_after(0, 100).unwrap();
         assert_eq!(seqs(&all), [1, 2, 3, 4, 5]);
@@ -760,7 +992,7 @@ mod tests {
         // retired by seq 2 (a surviving report) but carried again: retiring twice is harmless.
         let appended =
             spool.append_report(3, vec![result("service:web")], ids(&["service:old"]), &[]).unwrap();
-        assert_eq!(appended, Appended { seq: 3, dropped: 1 });
+        assert_eq!(appended, Appended::single(3, 1));
         let pending = spool.pending_after(0, 10).unwrap();
         assert_eq!(seqs(&pending), [2, 3]);
         assert_eq!(pending[1].retired_checks, ["service:old", "service:gone", "latency:gw"]);
@@ -817,7 +1049,7 @@ mod tests {
         // Seq 3 is as long as seq 1: seq 1 goes, its retirement comes in, and then seq 2 must
         // go too to make room for the longer seq 3.
         let appended = spool.append_report(1, Vec::new(), vec![long(1)], &[]).unwrap();
-        assert_eq!(appended, Appended { seq: 3, dropped: 2 });
+        assert_eq!(appended, Appended::single(3, 2));
         let pending = spool.pending_after(0, 10).unwrap();
         assert_eq!(seqs(&pending), [3]);
         assert_eq!(pending[0].retired_checks, [long(1), long(0)]);
@@ -1005,13 +1237,13 @@ mod tests {
 
         let mut spool = Spool::open(dir.path(), limits).unwrap();
         assert_eq!(spool.stats().unwrap().dropped_total, 2);
-        assert_eq!(spool.append(7, vec![]).unwrap(), Appended { seq: 6, dropped: 1 });
+        assert_eq!(spool.append(7, vec![]).unwrap(), Appended::single(6, 1));
         assert_eq!(spool.stats().unwrap().dropped_total, 3);
         drop(spool);
 
         // Limits lowered between runs: the next append catches up in one go.
         let mut spool = Spool::open(dir.path(), SpoolLimits { max_reports: 1, ..limits }).unwrap();
-        assert_eq!(spool.append(7, vec![]).unwrap(), Appended { seq: 7, dropped: 3 });
+        assert_eq!(spool.append(7, vec![]).unwrap(), Appended::single(7, 3));
         let s = spool.stats().unwrap();
         assert_eq!((s.pending, s.oldest_seq, s.dropped_total), (1, Some(7), 6));
         spool.check_invariants();
@@ -1033,7 +1265,7 @@ mod tests {
 
         // A report bigger than the whole bound pushes out everything else but is kept.
         let a = spool.append(9, results(20, 50)).unwrap();
-        assert_eq!(a, Appended { seq: 5, dropped: 2 });
+        assert_eq!(a, Appended::single(5, 2));
         assert_eq!(seqs(&spool.pending_after(0, 10).unwrap()), [5]);
         spool.check_invariants();
         drop(spool);
@@ -1252,7 +1484,7 @@ mod tests {
             let seq = report.seq;
             self.queue.push_back(report);
             self.next_seq += 1;
-            Appended { seq, dropped }
+            Appended::single(seq, dropped)
         }
 
         fn ack(&mut self, seq: u64) -> u64 {

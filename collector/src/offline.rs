@@ -264,7 +264,7 @@ async fn transition(
     }
 }
 
-fn severity_for(labels: &BTreeMap<String, String>) -> Severity {
+pub(crate) fn severity_for(labels: &BTreeMap<String, String>) -> Severity {
     match labels.get("role").map(String::as_str) {
         Some("server") => Severity::P1,
         Some("workstation") => Severity::P4,

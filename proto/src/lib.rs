@@ -14,7 +14,7 @@ pub mod v1 {
 }
 
 pub use v1::{
-    AgentMessage, CheckResult, CollectorMessage, Heartbeat, Hello, Policy, ProbeStatus, Report,
+    AgentMessage, CheckResult, CollectorMessage, Heartbeat, Hello, Limits, Policy, ProbeStatus, Report,
     agent_message, collector_message,
 };
 
@@ -36,6 +36,9 @@ impl CollectorMessage {
     }
     pub fn policy(policy: Policy) -> Self {
         Self { msg: Some(collector_message::Msg::Policy(policy)) }
+    }
+    pub fn limits(limits: Limits) -> Self {
+        Self { msg: Some(collector_message::Msg::Limits(limits)) }
     }
 }
 

@@ -7,14 +7,21 @@
 //! Delivery: a report is in the spool before it is sent; it leaves the spool only when
 //! an Ack covers its seq. After a reconnect everything unacked is sent again (the
 //! collector drops what it already has). At most [`WINDOW`] reports are in flight.
+//!
+//! Limits: the collector says how large a report may be (`Limits`, right after the Ack
+//! that answers Hello); no report is sent before that message (or, from a collector
+//! older than `Limits`, the Policy in its place) is read. The spool builds new reports
+//! within them; a pending report over them (spooled under larger limits) is refitted by
+//! the spool once every report sent before it is acked, so the collector has seen none
+//! of the seqs it rewrites (see `crate::spool`, "Reports within the collector's limits").
 
 mod backoff;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nightowl_proto::v1::collector_client::CollectorClient;
-use nightowl_proto::{AgentMessage, CollectorMessage, Hello, Policy, collector_message};
+use nightowl_proto::{AgentMessage, CollectorMessage, Hello, Limits, Policy, collector_message};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +30,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 pub use backoff::Backoff;
 
 use crate::config::CollectorConfig;
-use crate::spool::{Spool, SpoolError};
+use crate::spool::{ReportLimits, SharedSpool, SpoolError, now_ms, with_spool};
 
 /// Reports sent but not yet acked, at most.
 pub const WINDOW: u64 = 64;
@@ -47,31 +54,12 @@ pub enum SessionError {
     Protocol(&'static str),
     #[error(transparent)]
     Spool(#[from] SpoolError),
-    #[error("spool task failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
 }
 
 impl From<tonic::Status> for SessionError {
     fn from(status: tonic::Status) -> Self {
         SessionError::Status { code: status.code(), message: status.message().to_owned() }
     }
-}
-
-/// The spool, shared by the sampler (append) and the session (read, ack). Every call
-/// goes through `spawn_blocking`: SQLite fsyncs.
-pub type SharedSpool = Arc<Mutex<Spool>>;
-
-pub async fn with_spool<T: Send + 'static>(
-    spool: &SharedSpool,
-    work: impl FnOnce(&mut Spool) -> Result<T, SpoolError> + Send + 'static,
-) -> Result<T, SessionError> {
-    let spool = spool.clone();
-    let result = crate::blocking::spawn("spool", move || {
-        let mut spool = spool.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        work(&mut spool)
-    })
-    .await?;
-    Ok(result?)
 }
 
 /// What the agent says about itself in Hello.
@@ -186,11 +174,31 @@ async fn session(
 
     // The collector first tells us what it already has.
     let first = inbound.message().await?.ok_or(SessionError::Closed)?;
-    let mut acked = ack_of(first, policies)
-        .ok_or(SessionError::Protocol("the collector must answer hello with an ack"))?;
+    let Heard::Ack(mut acked) = heard(first, policies) else {
+        return Err(SessionError::Protocol("the collector must answer hello with an ack"));
+    };
     *established = true;
     let deleted = with_spool(spool, move |spool| spool.ack(acked)).await?;
-    tracing::info!(url = %collector.url, collector_has = acked, deleted, "session established");
+    // Then its limits, before any report goes out. A collector older than `Limits` sends
+    // its Policy here: the conservative limits hold.
+    let second = inbound.message().await?.ok_or(SessionError::Closed)?;
+    let mut limits = match heard(second, policies) {
+        Heard::Limits(limits) => limits,
+        _ => ReportLimits::CONSERVATIVE,
+    };
+    with_spool(spool, move |spool| {
+        spool.set_report_limits(limits);
+        Ok(())
+    })
+    .await?;
+    tracing::info!(
+        url = %collector.url,
+        collector_has = acked,
+        deleted,
+        max_message_bytes = limits.max_message_bytes,
+        max_results = limits.max_results,
+        "session established"
+    );
     let mut sent = acked;
     let mut ticker = tokio::time::interval(heartbeat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -202,9 +210,25 @@ async fn session(
         if room > 0 {
             let after = sent;
             let batch = with_spool(spool, move |spool| spool.pending_after(after, room as usize)).await?;
+            let mut refitted = false;
             for report in batch {
+                if !limits.fits(&report) {
+                    if sent > acked {
+                        // Refit only reports the collector has not seen: wait for the acks.
+                        break;
+                    }
+                    let refit = with_spool(spool, |spool| spool.refit()).await?;
+                    if refit.reports_before > 0 {
+                        refitted = true;
+                        break;
+                    }
+                    // Nothing to refit (the limits changed meanwhile): the collector decides.
+                }
                 sent = report.seq;
                 outbound.send(AgentMessage::report(report)).await.map_err(|_| SessionError::Closed)?;
+            }
+            if refitted {
+                continue;
             }
         }
         tokio::select! {
@@ -215,45 +239,65 @@ async fn session(
             }
             message = inbound.message() => {
                 let message = message?.ok_or(SessionError::Closed)?;
-                let Some(seq) = ack_of(message, policies) else { continue };
-                if seq > acked {
-                    acked = seq;
-                    with_spool(spool, move |spool| spool.ack(seq)).await?;
+                match heard(message, policies) {
+                    Heard::Ack(seq) => {
+                        if seq > acked {
+                            acked = seq;
+                            with_spool(spool, move |spool| spool.ack(seq)).await?;
+                        }
+                        // After a collector-side restore the collector may be ahead of what we sent.
+                        sent = sent.max(acked);
+                    }
+                    Heard::Limits(changed) => {
+                        limits = changed;
+                        with_spool(spool, move |spool| {
+                            spool.set_report_limits(changed);
+                            Ok(())
+                        })
+                        .await?;
+                    }
+                    Heard::Other => {}
                 }
-                // After a collector-side restore the collector may be ahead of what we sent.
-                sent = sent.max(acked);
             }
         }
     }
 }
 
-/// The Ack in a collector message. A Policy is published on `policies` for the main
-/// loop. Action requests are for later agent versions: logged and ignored, and never
-/// executed here (the agent runs only actions its LOCAL config pre-authorises; see
-/// DESIGN "Identity and trust").
-fn ack_of(message: CollectorMessage, policies: &watch::Sender<Option<Policy>>) -> Option<u64> {
+/// What a collector message means to the session.
+#[derive(Debug, PartialEq)]
+enum Heard {
+    Ack(u64),
+    Limits(ReportLimits),
+    /// Handled here (a Policy, published) or ignorable (an action request; a message of
+    /// a later protocol version, which decodes as no message).
+    Other,
+}
+
+/// Reads a collector message. A Policy is published on `policies` for the main loop.
+/// Action requests are for later agent versions: logged and ignored, and never executed
+/// here (the agent runs only actions its LOCAL config pre-authorises; see DESIGN
+/// "Identity and trust").
+fn heard(message: CollectorMessage, policies: &watch::Sender<Option<Policy>>) -> Heard {
     match message.msg {
-        Some(collector_message::Msg::Ack(ack)) => Some(ack.seq),
+        Some(collector_message::Msg::Ack(ack)) => Heard::Ack(ack.seq),
+        Some(collector_message::Msg::Limits(Limits { max_message_bytes, max_results_per_report })) => {
+            Heard::Limits(ReportLimits::announced(max_message_bytes, max_results_per_report))
+        }
         Some(collector_message::Msg::Policy(policy)) => {
             tracing::debug!(version = policy.version, "policy received");
             // No receiver only while the agent shuts down.
             if policies.send(Some(policy)).is_err() {
                 tracing::debug!("policy received during shutdown; ignored");
             }
-            None
+            Heard::Other
         }
         Some(collector_message::Msg::ActionRequest(request)) => {
             tracing::warn!(action = %request.action_id, "collector requested an action; this agent version runs none");
-            None
+            Heard::Other
         }
-        None => None,
+        None => Heard::Other,
     }
 }
 
-/// Unix epoch milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as i64)
-        .unwrap_or(0)
-}
+#[cfg(test)]
+mod tests;

@@ -37,8 +37,9 @@
 //!   removed from its config or policy) is forgotten by [`AgentEvaluator::retire`]: every
 //!   state of it is removed ([`StateChange::Remove`], deleted in the report's
 //!   transaction), a firing one with ONE `resolved` event saying the check was removed,
-//!   and it is no longer watched for staleness. The built-in `agent` check (offline) is
-//!   not the agent's to retire.
+//!   and it is no longer watched for staleness. The collector's own checks (`agent`:
+//!   offline, `agent:reports`: reports refused; `crate::synthetic`) are not the agent's
+//!   to retire.
 //!
 //! Pseudo-metrics available to rules: `@status` (the probe's verdict: 0 OK, 1 WARNING,
 //! 2 CRITICAL; absent when UNKNOWN), `@unknown` (1 when UNKNOWN, else 0) and `@stale`
@@ -469,8 +470,9 @@ impl AgentEvaluator {
     pub fn retire(&mut self, checks: &[String], at: jiff::Timestamp, now: jiff::Timestamp) -> Evaluation {
         let mut evaluation = Evaluation::default();
         for check in checks {
-            if check == crate::synthetic::offline::CHECK {
-                // The offline monitor's state: not a check the agent runs.
+            if check == crate::synthetic::offline::CHECK || check == crate::synthetic::reports::CHECK {
+                // The collector's own states (offline, refused reports): not checks the
+                // agent runs.
                 continue;
             }
             let Some(entry) = self.checks.get_mut(check.as_str()) else {

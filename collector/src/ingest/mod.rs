@@ -9,6 +9,7 @@
 //! agent's durable state, so two sessions never evaluate the same agent at once.
 
 mod client_cert;
+mod refused;
 mod server;
 mod session;
 
@@ -49,6 +50,9 @@ pub struct Counters {
     pub reports_applied: AtomicU64,
     pub reports_duplicate: AtomicU64,
     pub reports_rejected: AtomicU64,
+    /// Reports refused: too many results (also in `reports_rejected`) or over
+    /// `max_message_bytes`; each episode raises `reports_refused` for its agent.
+    pub reports_refused: AtomicU64,
     /// Messages the codec refused: oversized or not protobuf (the session ends).
     pub messages_undecodable: AtomicU64,
     pub results_invalid: AtomicU64,
@@ -73,6 +77,7 @@ impl Counters {
             reports_applied = get(&self.reports_applied),
             reports_duplicate = get(&self.reports_duplicate),
             reports_rejected = get(&self.reports_rejected),
+            reports_refused = get(&self.reports_refused),
             messages_undecodable = get(&self.messages_undecodable),
             results_invalid = get(&self.results_invalid),
             checks_retired = get(&self.checks_retired),

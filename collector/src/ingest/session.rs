@@ -1,18 +1,34 @@
 //! One agent session: Hello → Ack → Policy → (Report → evaluate → commit → Ack)* until
 //! the agent goes, the session is superseded, or the collector shuts down. The agent's
 //! effective central policy is sent again whenever a policy reload changes it.
+//!
+//! Limits: right after the Hello Ack the session tells the agent its `[limits]`
+//! (`Limits`), and the agent builds reports within them. A report it still cannot take
+//! must not loop, and must be seen:
+//! - more results than `max_results_per_report`: acked and counted, not evaluated (not
+//!   acking it would make the agent resend it forever);
+//! - a message over `max_message_bytes`: the codec refuses it before decoding (that is
+//!   the memory bound), so its seq is unknown and it cannot be acked. The stream ends
+//!   with RESOURCE_EXHAUSTED naming the size and the limit (a message that is not
+//!   protobuf: INVALID_ARGUMENT); the agent hears the limits again on its next session
+//!   and refits what it has spooled (an agent older than `Limits` resends it, which the
+//!   alert below makes visible).
+//!
+//! Both fire `reports_refused` for the agent (`refused.rs`); the next evaluated report
+//! resolves it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use nightowl_proto::{AgentMessage, CheckResult, CollectorMessage, Hello, Report, agent_message};
+use nightowl_proto::{AgentMessage, CheckResult, CollectorMessage, Hello, Limits, Report, agent_message};
 use prost::Message;
 use tokio::sync::mpsc;
 use tonic::{Request, Status, Streaming};
 
 use super::Shared;
+use super::refused::{self, Refusal};
 use crate::evaluate::AgentEvaluator;
 use crate::identity::AgentIdentity;
 use crate::offline::Presence;
@@ -73,10 +89,7 @@ async fn session(
 ) -> Result<&'static str, Status> {
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
         Err(_) => return Err(Status::deadline_exceeded("no hello within 10s")),
-        Ok(Err(status)) => {
-            count_undecodable(shared, &status);
-            return Err(status);
-        }
+        Ok(Err(status)) => return Err(undecodable(shared, &status).unwrap_or(status)),
         Ok(Ok(None)) => return Ok("agent closed before hello"),
         Ok(Ok(Some(AgentMessage { msg: Some(agent_message::Msg::Hello(hello)) }))) => hello,
         Ok(Ok(Some(_))) => return Err(Status::invalid_argument("the first message must be hello")),
@@ -151,6 +164,8 @@ async fn serve(
         snapshot.states,
     );
     send(outbound, CollectorMessage::ack(last_seq)).await?;
+    // Before anything else: the agent sends no report until it has read this.
+    send(outbound, CollectorMessage::limits(limits_message(shared))).await?;
     // Always, also when empty: an agent that ran policy checks before must drop them.
     let mut policies = shared.policies.clone();
     let effective = policies.borrow_and_update().effective(&identity.tenant, &labels);
@@ -187,8 +202,14 @@ async fn serve(
         let message = match message {
             Err(_) => return Err(Status::deadline_exceeded("idle timeout: no report or heartbeat")),
             Ok(Err(status)) => {
-                if count_undecodable(shared, &status) {
-                    return Ok("undecodable message");
+                if let Some(refusal) = undecodable(shared, &status) {
+                    if status.code() == tonic::Code::OutOfRange {
+                        let bytes = refused::refused_bytes(status.message());
+                        let refusal_alert = Refusal::oversized(bytes, shared.limits.max_message_bytes);
+                        refuse(shared, identity, &hello.stream_id, &labels, &mut evaluator, &refusal_alert)
+                            .await?;
+                    }
+                    return Err(refusal);
                 }
                 tracing::debug!(code = ?status.code(), message = status.message(), "inbound stream error");
                 return Ok("stream error");
@@ -202,9 +223,16 @@ async fn serve(
                 if rules.has_changed().unwrap_or(false) {
                     evaluator.set_rules(rules.borrow_and_update().clone());
                 }
-                last_seq =
-                    handle_report(shared, identity, &hello.stream_id, &mut evaluator, last_seq, report)
-                        .await?;
+                last_seq = handle_report(
+                    shared,
+                    identity,
+                    &hello.stream_id,
+                    &labels,
+                    &mut evaluator,
+                    last_seq,
+                    report,
+                )
+                .await?;
                 send(outbound, CollectorMessage::ack(last_seq)).await?;
             }
             Some(agent_message::Msg::Heartbeat(_)) => {}
@@ -214,17 +242,83 @@ async fn serve(
     }
 }
 
+/// The `Limits` message: what this collector takes in one message.
+fn limits_message(shared: &Shared) -> Limits {
+    let clamp = |value: usize| u32::try_from(value).unwrap_or(u32::MAX);
+    Limits {
+        max_message_bytes: clamp(shared.limits.max_message_bytes),
+        max_results_per_report: clamp(shared.limits.max_results_per_report),
+    }
+}
+
 /// A message the codec could not take: larger than `limits.max_message_bytes`
 /// (OutOfRange) or not protobuf (Internal, from prost's decode error). Counted and
-/// logged (it ends the session: the stream is unusable after a bad frame); returns
-/// whether `status` was one.
-fn count_undecodable(shared: &Shared, status: &Status) -> bool {
-    if !matches!(status.code(), tonic::Code::OutOfRange | tonic::Code::Internal) {
-        return false;
-    }
+/// logged; returns the status that ends the stream (the stream is unusable after a bad
+/// frame), saying why: RESOURCE_EXHAUSTED with the size and the limit, or
+/// INVALID_ARGUMENT. None: `status` was not one (the agent went away, a transport error).
+fn undecodable(shared: &Shared, status: &Status) -> Option<Status> {
+    let refusal = refusal_status(status, shared.limits.max_message_bytes)?;
     shared.counters.messages_undecodable.fetch_add(1, Ordering::Relaxed);
     tracing::warn!(code = ?status.code(), message = %truncate(status.message(), 200), "message refused: oversized or malformed; session ended");
-    true
+    Some(refusal)
+}
+
+/// The status that ends a stream whose next message the codec refused (`status`), or
+/// None if `status` is not such a refusal.
+fn refusal_status(status: &Status, limit: usize) -> Option<Status> {
+    Some(match status.code() {
+        tonic::Code::OutOfRange => {
+            let size = match refused::refused_bytes(status.message()) {
+                Some(bytes) => format!("{bytes} bytes > {limit}"),
+                None => format!("> {limit} bytes"),
+            };
+            Status::resource_exhausted(format!(
+                "message over the collector's limits.max_message_bytes ({size}); \
+                 build reports within the Limits sent after the hello ack"
+            ))
+        }
+        tonic::Code::Internal => {
+            Status::invalid_argument(format!("undecodable message: {}", truncate(status.message(), 200)))
+        }
+        _ => return None,
+    })
+}
+
+/// Fires `reports_refused` for a report that was not even decoded (nothing to ack, no
+/// seq): its own commit, like a timer transition.
+async fn refuse(
+    shared: &Shared,
+    identity: &AgentIdentity,
+    stream_id: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+    evaluator: &mut AgentEvaluator,
+    refusal: &Refusal,
+) -> Result<(), Status> {
+    shared.counters.reports_refused.fetch_add(1, Ordering::Relaxed);
+    let now = jiff::Timestamp::now();
+    let Some((event, update)) = refused::transition(evaluator, identity, labels, Some(refusal), now) else {
+        return Ok(());
+    };
+    let updates = vec![update];
+    let staged = evaluator.stage(&updates);
+    shared
+        .store
+        .commit(CommitReport {
+            identity: identity.clone(),
+            stream_id: Some(stream_id.to_owned()),
+            seq: None,
+            events: vec![event.clone()],
+            updates,
+            at: now,
+        })
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "reports_refused not committed");
+            Status::unavailable("collector storage unavailable; retry")
+        })?;
+    log_events(shared, std::slice::from_ref(&event));
+    evaluator.apply_staged(staged);
+    Ok(())
 }
 
 /// Sends `effective` unless the agent already has it (`sent`); returns what the agent has.
@@ -332,6 +426,7 @@ async fn handle_report(
     shared: &Shared,
     identity: &AgentIdentity,
     stream_id: &str,
+    labels: &std::collections::BTreeMap<String, String>,
     evaluator: &mut AgentEvaluator,
     last_seq: u64,
     report: Report,
@@ -351,9 +446,13 @@ async fn handle_report(
     let (results_sent, retired_sent) = (report.results.len(), report.retired_checks.len());
     let ValidatedReport { results, retired, rejected, invalid_results, invalid_retired } =
         validate_report(report, shared.limits.max_results_per_report);
+    let refusal = rejected.then(|| {
+        Refusal::too_many_results(results_sent + retired_sent, shared.limits.max_results_per_report)
+    });
     if rejected {
         // Acked but not evaluated: refusing to ack would make the agent resend it forever.
         counters.reports_rejected.fetch_add(1, Ordering::Relaxed);
+        counters.reports_refused.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             seq,
             results = results_sent,
@@ -385,6 +484,11 @@ async fn handle_report(
     if evaluation.invalid_values > 0 {
         counters.results_invalid.fetch_add(evaluation.invalid_values, Ordering::Relaxed);
     }
+    // Refused: fire `reports_refused`; evaluated: resolve it. In this report's transaction.
+    if let Some((event, update)) = refused::transition(evaluator, identity, labels, refusal.as_ref(), now) {
+        evaluation.events.push(event);
+        evaluation.updates.push(update);
+    }
     // While the commit is in flight (under load: seconds, for thousands of sessions at
     // once) hold neither the decoded results nor a second copy of the updates: the store
     // takes the updates, the evaluator keeps a compact copy to apply once they are durable.
@@ -412,7 +516,7 @@ async fn handle_report(
                 tracing::warn!(
                     seq = seq,
                     missing = gap,
-                    "reports missing before this one (agent spool overflowed?)"
+                    "reports missing before this one (agent spool overflowed, or refitted to the limits?)"
                 );
             }
             counters.reports_applied.fetch_add(1, Ordering::Relaxed);
@@ -558,6 +662,25 @@ mod tests {
         assert_eq!(validated.invalid_retired, 1);
         let rejected = validate_report(report, 4);
         assert!(rejected.rejected && rejected.results.is_empty() && rejected.retired.is_empty());
+    }
+
+    #[test]
+    fn a_refused_message_ends_the_stream_with_a_status_that_says_why() {
+        let oversized = Status::out_of_range(
+            "Error, decoded message length too large: found 9000 bytes, the limit is: 4096 bytes",
+        );
+        let ended = refusal_status(&oversized, 4096).unwrap();
+        assert_eq!(ended.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            ended.message().contains("limits.max_message_bytes (9000 bytes > 4096)"),
+            "{}",
+            ended.message()
+        );
+        let malformed = Status::internal("failed to decode Protobuf message: invalid wire type");
+        let ended = refusal_status(&malformed, 4096).unwrap();
+        assert_eq!(ended.code(), tonic::Code::InvalidArgument);
+        assert!(ended.message().contains("invalid wire type"));
+        assert!(refusal_status(&Status::cancelled("gone"), 4096).is_none());
     }
 
     #[test]

@@ -296,7 +296,8 @@ async fn connection(
             }
             message = inbound.message() => match message {
                 Ok(Some(CollectorMessage { msg: Some(collector_message::Msg::Ack(ack)) })) => state.on_ack(ack.seq, shared),
-                // Policy and action requests: a load generator runs no checks or actions.
+                // Limits, Policy, action requests: a load generator runs no checks or
+                // actions, and its reports are far below any limit.
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => return Err("stream"),
             },

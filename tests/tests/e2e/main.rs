@@ -19,6 +19,7 @@ mod drills;
 mod feed;
 mod hold;
 mod latency;
+mod limits;
 mod loadgen;
 mod mtls;
 mod offline;
