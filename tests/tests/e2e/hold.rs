@@ -50,8 +50,10 @@ async fn session(
             Ok(Ok(Some(CollectorMessage { msg: Some(collector_message::Msg::Ack(ack)) }))) => {
                 acks.push(ack.seq)
             }
-            // Sent after the hello ack (the central policy, empty here).
-            Ok(Ok(Some(CollectorMessage { msg: Some(collector_message::Msg::Policy(_)) }))) => {}
+            // Sent after the hello ack: the collector's limits, the central policy (empty here).
+            Ok(Ok(Some(CollectorMessage {
+                msg: Some(collector_message::Msg::Limits(_) | collector_message::Msg::Policy(_)),
+            }))) => {}
             Ok(Ok(Some(other))) => panic!("unexpected message {other:?}"),
         }
     }
