@@ -51,6 +51,7 @@ pub mod pki;
 pub mod policy;
 pub mod queue;
 pub mod sinks;
+pub mod status;
 pub mod supervise;
 pub mod synthetic;
 

@@ -38,6 +38,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::identity::OperatorIdentity;
 use crate::queue::{ConsumerUpdate, EventRow, Reader, StartAt, Store, StoreError};
+use crate::status::StreamError;
 
 const DEFAULT_IN_FLIGHT: u32 = 256;
 const MAX_IN_FLIGHT: u32 = 4096;
@@ -100,17 +101,23 @@ impl Feed for FeedService {
         let peer = request.remote_addr();
         let operator = identify(&request).map_err(|reason| {
             tracing::warn!(?peer, %reason, "feed subscription refused: not an operator certificate");
-            Status::permission_denied(format!("the feed needs an operator certificate: {reason}"))
+            Status::from(StreamError::PermissionDenied(format!(
+                "the feed needs an operator certificate: {reason}"
+            )))
         })?;
         let mut inbound = request.into_inner();
         let subscribe = match tokio::time::timeout(SUBSCRIBE_TIMEOUT, inbound.message()).await {
-            Err(_) => return Err(Status::deadline_exceeded("no subscribe within 10s")),
+            Err(_) => {
+                return Err(
+                    StreamError::NoOpening { expected: "subscribe", within: SUBSCRIBE_TIMEOUT }.into()
+                );
+            }
             Ok(Err(status)) => return Err(status),
             Ok(Ok(Some(FeedRequest { msg: Some(feed_request::Msg::Subscribe(subscribe)) }))) => subscribe,
-            Ok(Ok(_)) => return Err(Status::invalid_argument("the first message must be subscribe")),
+            Ok(Ok(_)) => return Err(StreamError::WrongOpening { expected: "subscribe" }.into()),
         };
         crate::identity::validate_id("consumer", &subscribe.consumer)
-            .map_err(|error| Status::invalid_argument(error.to_string()))?;
+            .map_err(|error| Status::from(StreamError::protocol(error.to_string())))?;
         let key = consumer_key(&operator, &subscribe.consumer);
         let token = self.shared.shutdown.child_token();
         let generation = self.shared.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -258,7 +265,7 @@ async fn serve(
 
 fn unavailable(key: &str, error: StoreError) -> Status {
     tracing::error!(consumer = key, %error, "feed: store unavailable");
-    Status::unavailable("collector storage unavailable; retry")
+    StreamError::Storage.into()
 }
 
 impl Delivery<'_> {
@@ -351,7 +358,7 @@ impl Delivery<'_> {
                 () = self.token.cancelled() => return Err(self.cancelled()),
                 changed = head.changed(), if !window_full => {
                     if changed.is_err() {
-                        return Err(Status::unavailable("collector shutting down; reconnect").into());
+                        return Err(Status::from(StreamError::ShuttingDown).into());
                     }
                 }
                 _ = ticker.tick() => self.redeliver_due().await?,
@@ -398,7 +405,7 @@ impl Delivery<'_> {
                 biased;
                 () = self.token.cancelled() => return Err(self.cancelled()),
                 permit = self.outbound.reserve() => {
-                    let permit = permit.map_err(|_| Status::cancelled("subscriber went away"))?;
+                    let permit = permit.map_err(|_| Status::from(StreamError::PeerGone("subscriber")))?;
                     permit.send(Ok(FeedMessage { msg: Some(msg) }));
                     return Ok(());
                 }
@@ -425,7 +432,7 @@ impl Delivery<'_> {
         match request {
             Ok(Some(FeedRequest { msg: Some(feed_request::Msg::Ack(ack)) })) => {
                 if ack.positions.len() > MAX_ACK_POSITIONS {
-                    return Err(Status::invalid_argument("too many positions in one ack").into());
+                    return Err(Status::from(StreamError::protocol("too many positions in one ack")).into());
                 }
                 for pos in ack.positions {
                     if self.in_flight.remove(&pos).is_some() {
@@ -434,7 +441,7 @@ impl Delivery<'_> {
                 }
                 Ok(())
             }
-            Ok(Some(_)) => Err(Status::invalid_argument("only acks may follow subscribe").into()),
+            Ok(Some(_)) => Err(Status::from(StreamError::protocol("only acks may follow subscribe")).into()),
             Ok(None) => Err(Ending::Gone("subscriber closed the stream")),
             Err(status) => {
                 tracing::debug!(consumer = self.key, code = ?status.code(), "feed inbound stream error");
@@ -445,11 +452,14 @@ impl Delivery<'_> {
 
     /// Why the token was cancelled: the collector stops, or a new subscription took over.
     fn cancelled(&self) -> Ending {
-        Ending::Failed(if self.shared.shutdown.is_cancelled() {
-            Status::unavailable("collector shutting down; reconnect")
-        } else {
-            Status::aborted("another subscription took over this consumer")
-        })
+        Ending::Failed(
+            if self.shared.shutdown.is_cancelled() {
+                StreamError::ShuttingDown
+            } else {
+                StreamError::Superseded("another subscription took over this consumer")
+            }
+            .into(),
+        )
     }
 }
 

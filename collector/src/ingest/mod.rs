@@ -36,6 +36,7 @@ use crate::identity::AgentIdentity;
 use crate::offline::{self, OfflineConfig, Presence};
 use crate::policy::PolicySet;
 use crate::queue::{KnownAgent, Store};
+use crate::status::StreamError;
 use crate::supervise::Supervisor;
 
 /// Counters for operations (exported by the metrics endpoint later). Bounded labels
@@ -180,7 +181,7 @@ impl Collector for Service {
             Err(reason) => {
                 self.shared.counters.sessions_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(?peer, %reason, "session refused: no usable identity in client certificate");
-                return Err(Status::unauthenticated(reason));
+                return Err(StreamError::Unauthenticated(reason.to_string()).into());
             }
         };
         let (outbound, receiver) = tokio::sync::mpsc::channel(64);

@@ -34,6 +34,7 @@ use crate::identity::AgentIdentity;
 use crate::offline::Presence;
 use crate::policy::Effective;
 use crate::queue::{CommitReport, Committed, HelloRecord};
+use crate::status::StreamError;
 
 /// How long a fresh session may take to say Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -88,11 +89,11 @@ async fn session(
     outbound: &Outbound,
 ) -> Result<&'static str, Status> {
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
-        Err(_) => return Err(Status::deadline_exceeded("no hello within 10s")),
+        Err(_) => return Err(StreamError::NoOpening { expected: "hello", within: HELLO_TIMEOUT }.into()),
         Ok(Err(status)) => return Err(undecodable(shared, &status).unwrap_or(status)),
         Ok(Ok(None)) => return Ok("agent closed before hello"),
         Ok(Ok(Some(AgentMessage { msg: Some(agent_message::Msg::Hello(hello)) }))) => hello,
-        Ok(Ok(Some(_))) => return Err(Status::invalid_argument("the first message must be hello")),
+        Ok(Ok(Some(_))) => return Err(StreamError::WrongOpening { expected: "hello" }.into()),
     };
     check_claims(identity, &hello).inspect_err(|_| {
         shared.counters.sessions_refused.fetch_add(1, Ordering::Relaxed);
@@ -122,7 +123,7 @@ async fn session(
         .await
         .map_err(|error| {
             tracing::error!(%error, "cannot record hello");
-            Status::unavailable("collector storage unavailable; retry")
+            Status::from(StreamError::Storage)
         })?;
     tracing::info!(
         ?peer,
@@ -192,15 +193,16 @@ async fn serve(
             }
             () = token.cancelled() => {
                 return Err(if shared.shutdown.is_cancelled() {
-                    Status::unavailable("collector shutting down; reconnect")
+                    StreamError::ShuttingDown
                 } else {
-                    Status::aborted("superseded by a newer session of this agent")
-                });
+                    StreamError::Superseded("superseded by a newer session of this agent")
+                }
+                .into());
             }
             message = tokio::time::timeout(shared.limits.idle_timeout, inbound.message()) => message,
         };
         let message = match message {
-            Err(_) => return Err(Status::deadline_exceeded("idle timeout: no report or heartbeat")),
+            Err(_) => return Err(StreamError::Idle.into()),
             Ok(Err(status)) => {
                 if let Some(refusal) = undecodable(shared, &status) {
                     if status.code() == tonic::Code::OutOfRange {
@@ -236,8 +238,10 @@ async fn serve(
                 send(outbound, CollectorMessage::ack(last_seq)).await?;
             }
             Some(agent_message::Msg::Heartbeat(_)) => {}
-            Some(agent_message::Msg::Hello(_)) => return Err(Status::invalid_argument("hello sent twice")),
-            None => return Err(Status::invalid_argument("empty message")),
+            Some(agent_message::Msg::Hello(_)) => {
+                return Err(StreamError::protocol("hello sent twice").into());
+            }
+            None => return Err(StreamError::protocol("empty message").into()),
         }
     }
 }
@@ -272,14 +276,9 @@ fn refusal_status(status: &Status, limit: usize) -> Option<Status> {
                 Some(bytes) => format!("{bytes} bytes > {limit}"),
                 None => format!("> {limit} bytes"),
             };
-            Status::resource_exhausted(format!(
-                "message over the collector's limits.max_message_bytes ({size}); \
-                 build reports within the Limits sent after the hello ack"
-            ))
+            StreamError::Oversized { size }.into()
         }
-        tonic::Code::Internal => {
-            Status::invalid_argument(format!("undecodable message: {}", truncate(status.message(), 200)))
-        }
+        tonic::Code::Internal => StreamError::Undecodable(truncate(status.message(), 200)).into(),
         _ => return None,
     })
 }
@@ -314,7 +313,7 @@ async fn refuse(
         .await
         .map_err(|error| {
             tracing::error!(%error, "reports_refused not committed");
-            Status::unavailable("collector storage unavailable; retry")
+            Status::from(StreamError::Storage)
         })?;
     log_events(shared, std::slice::from_ref(&event));
     evaluator.apply_staged(staged);
@@ -365,9 +364,10 @@ fn check_claims(identity: &AgentIdentity, hello: &Hello) -> Result<(), Status> {
         claimed_agent = %truncate(&hello.agent, 64),
         "hello claims an identity other than the certificate's; refused"
     );
-    Err(Status::permission_denied(format!(
+    Err(StreamError::PermissionDenied(format!(
         "identity is taken from the client certificate ({identity}); the hello claims another"
-    )))
+    ))
+    .into())
 }
 
 /// How often a session checks its agent's checks for staleness.
@@ -400,7 +400,7 @@ async fn tick(
         .await
         .map_err(|error| {
             tracing::error!(%error, "timer transitions not committed");
-            Status::unavailable("collector storage unavailable; retry")
+            Status::from(StreamError::Storage)
         })?;
     log_events(shared, &evaluation.events);
     evaluator.apply_staged(staged);
@@ -433,7 +433,7 @@ async fn handle_report(
 ) -> Result<u64, Status> {
     let counters = &shared.counters;
     if report.seq == 0 {
-        return Err(Status::invalid_argument("report seq must start at 1"));
+        return Err(StreamError::protocol("report seq must start at 1").into());
     }
     if report.seq <= last_seq {
         // A replay after reconnect: already durable, just ack again.
@@ -507,7 +507,7 @@ async fn handle_report(
         .await
         .map_err(|error| {
             tracing::error!(%error, seq = seq, "report not committed; not acked");
-            Status::unavailable("collector storage unavailable; retry")
+            Status::from(StreamError::Storage)
         })?;
     match committed {
         Committed::Applied { gap } => {
@@ -615,7 +615,7 @@ fn truncate(text: &str, max: usize) -> String {
 }
 
 async fn send(outbound: &Outbound, message: CollectorMessage) -> Result<(), Status> {
-    outbound.send(Ok(message)).await.map_err(|_| Status::cancelled("agent went away"))
+    outbound.send(Ok(message)).await.map_err(|_| StreamError::PeerGone("agent").into())
 }
 
 #[cfg(test)]
