@@ -233,7 +233,7 @@ impl Config {
                 key: "host".into(),
                 interval: unit_interval(raw.host.interval, interval)
                     .map_err(|message| error("host.interval", message))?,
-                spec: ProbeSpec::Host,
+                spec: ProbeSpec::Host(raw.host),
             },
         ];
         let listed = ListedChecks {

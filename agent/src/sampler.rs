@@ -608,7 +608,7 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
-    use crate::probes::AnyProbe;
+    use crate::probes::ProbeSpec;
     use crate::spool::{Spool, SpoolLimits};
 
     fn result(id: &str) -> CheckResult {
@@ -882,7 +882,7 @@ mod tests {
         let interval = Duration::from_secs(10);
         for (key, every) in [("a", interval), ("b", interval), ("c", interval), ("slow", interval * 2)] {
             let context = context.clone();
-            let build = move || AnyProbe::Host(Box::new(crate::probes::host::HostProbe::new(&context)));
+            let build = move || ProbeSpec::Host(Default::default()).build(&context);
             tokio::spawn(run_unit(unit_run(key, every, grid, results.clone(), stop.clone()), build));
         }
         let seen = arrivals(receiver, grid.anchor + Duration::from_secs(300)).await;
@@ -930,7 +930,7 @@ mod tests {
     fn a_unit_task_does_not_hold_the_largest_probe_future() {
         let (results, _receiver) = mpsc::channel(1);
         let context = crate::probes::ProbeContext { state_dir: std::env::temp_dir() };
-        let build = move || AnyProbe::Host(Box::new(crate::probes::host::HostProbe::new(&context)));
+        let build = move || ProbeSpec::Host(Default::default()).build(&context);
         let run = unit_run("host", Duration::from_secs(1), Grid::random(), results, CancellationToken::new());
         let unit = run_unit(run, build);
         let size = std::mem::size_of_val(&unit);

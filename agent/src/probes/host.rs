@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use nightowl_proto::CheckResult;
 use sysinfo::{MemoryRefreshKind, System};
 
-use super::{ProbeContext, ok_result, unknown_result};
+use super::{Probe, ProbeContext, ok_result, unknown_result};
 
 const CHECK_ID: &str = "host";
 const KIND: &str = "host";
@@ -55,7 +55,7 @@ impl HostProbe {
     /// Creates the probe, takes the first cpu reading (so that the first sample's
     /// `cpu_pct` covers the time since `new()`) and compares this boot with the one
     /// recorded by the previous run.
-    pub fn new(context: &ProbeContext) -> Self {
+    pub fn new(_config: &HostConfig, context: &ProbeContext) -> Self {
         Self {
             system: new_system(),
             reboot: RebootDetector::new(context.probe_state_dir().join(BOOT_STATE_FILE), current_boot()),
@@ -63,7 +63,8 @@ impl HostProbe {
     }
 
     /// Samples the host once. Never fails: problems become UNKNOWN or a note in `message`.
-    pub fn sample(&mut self) -> CheckResult {
+    /// Reads `/proc` through sysinfo, which is quick enough for the runtime's thread.
+    pub fn sample_now(&mut self) -> CheckResult {
         if self.system.is_none() {
             self.system = new_system();
         }
@@ -133,6 +134,12 @@ impl HostProbe {
             tracing::debug!(reason = %message, "host probe: some metrics unavailable");
         }
         ok_result(CHECK_ID.to_owned(), KIND, metrics, message)
+    }
+}
+
+impl Probe for HostProbe {
+    async fn sample(&mut self) -> Vec<CheckResult> {
+        vec![self.sample_now()]
     }
 }
 
@@ -293,10 +300,10 @@ mod tests {
     #[test]
     fn host_sample_has_all_metrics_in_sane_ranges() {
         let state = tempfile::tempdir().unwrap();
-        let mut probe = HostProbe::new(&context(&state));
+        let mut probe = HostProbe::new(&HostConfig::default(), &context(&state));
         std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
         for _ in 0..2 {
-            let r = probe.sample();
+            let r = probe.sample_now();
             assert_eq!(r.check_id, "host");
             assert_eq!(r.kind, "host");
             assert_eq!(r.status, ProbeStatus::Ok as i32, "{r:?}");
@@ -345,9 +352,9 @@ mod tests {
         };
         std::fs::create_dir_all(state_file.parent().unwrap()).unwrap();
         std::fs::write(&state_file, other.to_line()).unwrap();
-        let mut probe = HostProbe::new(&context(&state));
+        let mut probe = HostProbe::new(&HostConfig::default(), &context(&state));
         let rebooted = |probe: &mut HostProbe| {
-            let r = probe.sample();
+            let r = probe.sample_now();
             assert_eq!(r.status, ProbeStatus::Ok as i32, "{r:?}");
             r.metrics["rebooted"]
         };
@@ -357,12 +364,12 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&state_file).unwrap(), this_boot.to_line());
 
         // The agent restarts within the same boot: nothing to report.
-        let mut probe = HostProbe::new(&context(&state));
+        let mut probe = HostProbe::new(&HostConfig::default(), &context(&state));
         assert_eq!(rebooted(&mut probe), 0.0);
 
         // An unreadable state file is rewritten and reports nothing.
         std::fs::write(&state_file, "garbage").unwrap();
-        let mut probe = HostProbe::new(&context(&state));
+        let mut probe = HostProbe::new(&HostConfig::default(), &context(&state));
         assert_eq!(rebooted(&mut probe), 0.0);
         assert_eq!(std::fs::read_to_string(&state_file).unwrap(), this_boot.to_line());
     }

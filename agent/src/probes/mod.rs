@@ -71,91 +71,79 @@ pub struct ProbeUnit {
     pub spec: ProbeSpec,
 }
 
-/// The config of one unit, by family.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ProbeSpec {
-    Disk(disk::DiskConfig),
-    Host,
-    Service(service::ServiceConfig),
-    Backup(backup::BackupConfig),
-    Latency(latency::LatencyConfig),
-    Command(command::CommandConfig),
+/// Declares the probe families once: [`ProbeSpec`] (a unit's config, by family),
+/// [`AnyProbe`] (its probe) and the dispatch between them. One line per family: the
+/// variant and its config type, the probe type, the family name (as in check ids and
+/// `check` output), and how the probe is built from the config.
+macro_rules! families {
+    ($($(#[$doc:meta])* $variant:ident($config:ty) => $probe:ty, $name:expr, $build:expr;)+) => {
+        /// The config of one unit, by family.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum ProbeSpec {
+            $($(#[$doc])* $variant($config),)+
+        }
+
+        impl ProbeSpec {
+            /// The family name ("disk", "service", …), as in check ids and `check` output.
+            pub fn family(&self) -> &'static str {
+                match self {
+                    $(ProbeSpec::$variant(_) => $name,)+
+                }
+            }
+
+            pub fn build(&self, context: &ProbeContext) -> AnyProbe {
+                match self {
+                    $(ProbeSpec::$variant(config) => {
+                        let build: fn(&$config, &ProbeContext) -> $probe = $build;
+                        AnyProbe::$variant(build(config, context))
+                    })+
+                }
+            }
+        }
+
+        /// Any family's probe (enum dispatch: `Probe` uses `impl Future` and is not
+        /// dyn-safe).
+        pub enum AnyProbe {
+            $($variant($probe),)+
+        }
+
+        impl AnyProbe {
+            /// One sample. Boxed per family: every unit is a task that lives as long as
+            /// the unit, and an inline future would make each of them as large as the
+            /// largest probe's (an HTTPS check's TLS handshake; figures in
+            /// docs/performance.md). Boxed, a sample costs exactly its own family's
+            /// future, and only while it runs.
+            pub fn sample(&mut self) -> ProbeFuture<'_, Vec<CheckResult>> {
+                match self {
+                    $(AnyProbe::$variant(probe) => Box::pin(probe.sample()),)+
+                }
+            }
+
+            /// Resolves when the probe wants a sample now (see [`Probe::changed`]); boxed
+            /// for the same reason as [`AnyProbe::sample`].
+            pub fn changed(&mut self) -> ProbeFuture<'_, ()> {
+                match self {
+                    $(AnyProbe::$variant(probe) => Box::pin(probe.changed()),)+
+                }
+            }
+        }
+    };
+}
+
+families! {
+    Disk(disk::DiskConfig) => disk::DiskProbe, "disk", |config, _| disk::DiskProbe::new(config);
+    // Boxed: sysinfo's state is large, and there is one host unit per agent.
+    Host(host::HostConfig) => Box<host::HostProbe>, "host", |config, context| Box::new(host::HostProbe::new(config, context));
+    Service(service::ServiceConfig) => service::ServiceProbe, "service", service::ServiceProbe::new;
+    Backup(backup::BackupConfig) => backup::BackupProbe, "backup", backup::BackupProbe::new;
+    Latency(latency::LatencyConfig) => latency::LatencyProbe, "latency", latency::LatencyProbe::new;
+    Command(command::CommandConfig) => command::CommandProbe, "command", command::CommandProbe::new;
     /// The agent's own central-policy status (`agent:policy`, see [`policy_status`]).
-    Policy(policy_status::StatusWatch),
-}
-
-impl ProbeSpec {
-    /// The family name ("disk", "service", …), as in check ids and `check` output.
-    pub fn family(&self) -> &'static str {
-        match self {
-            ProbeSpec::Disk(_) => "disk",
-            ProbeSpec::Host => "host",
-            ProbeSpec::Service(_) => "service",
-            ProbeSpec::Backup(_) => "backup",
-            ProbeSpec::Latency(_) => "latency",
-            ProbeSpec::Command(_) => "command",
-            ProbeSpec::Policy(_) => policy_status::KIND,
-        }
-    }
-
-    pub fn build(&self, context: &ProbeContext) -> AnyProbe {
-        match self {
-            ProbeSpec::Disk(config) => AnyProbe::Disk(disk::DiskProbe::new(config)),
-            ProbeSpec::Host => AnyProbe::Host(Box::new(host::HostProbe::new(context))),
-            ProbeSpec::Service(config) => AnyProbe::Service(service::ServiceProbe::new(config, context)),
-            ProbeSpec::Backup(config) => AnyProbe::Backup(backup::BackupProbe::new(config, context)),
-            ProbeSpec::Latency(config) => AnyProbe::Latency(latency::LatencyProbe::new(config, context)),
-            ProbeSpec::Command(config) => AnyProbe::Command(command::CommandProbe::new(config, context)),
-            ProbeSpec::Policy(status) => AnyProbe::Policy(status.probe()),
-        }
-    }
-}
-
-/// Any family's probe (enum dispatch: `Probe` uses `impl Future` and is not dyn-safe).
-pub enum AnyProbe {
-    Disk(disk::DiskProbe),
-    Host(Box<host::HostProbe>),
-    Service(service::ServiceProbe),
-    Backup(backup::BackupProbe),
-    Latency(latency::LatencyProbe),
-    Command(command::CommandProbe),
-    Policy(policy_status::StatusProbe),
+    Policy(policy_status::StatusWatch) => policy_status::StatusProbe, policy_status::KIND, |status, _| status.probe();
 }
 
 /// A probe's future, boxed: see [`AnyProbe::sample`].
 pub type ProbeFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-impl AnyProbe {
-    /// One sample. Boxed per family: every unit is a task that lives as long as the unit,
-    /// and an inline future would make each of them as large as the largest probe's
-    /// (an HTTPS check's TLS handshake; figures in docs/performance.md). Boxed,
-    /// a sample costs exactly its own family's future, and only while it runs.
-    pub fn sample(&mut self) -> ProbeFuture<'_, Vec<CheckResult>> {
-        match self {
-            AnyProbe::Disk(probe) => Box::pin(probe.sample()),
-            AnyProbe::Host(probe) => Box::pin(std::future::ready(vec![probe.sample()])),
-            AnyProbe::Service(probe) => Box::pin(probe.sample()),
-            AnyProbe::Backup(probe) => Box::pin(probe.sample()),
-            AnyProbe::Latency(probe) => Box::pin(probe.sample()),
-            AnyProbe::Command(probe) => Box::pin(probe.sample()),
-            AnyProbe::Policy(probe) => Box::pin(probe.sample()),
-        }
-    }
-
-    /// Resolves when the probe wants a sample now (see [`Probe::changed`]); boxed for the
-    /// same reason as [`AnyProbe::sample`].
-    pub fn changed(&mut self) -> ProbeFuture<'_, ()> {
-        match self {
-            AnyProbe::Disk(probe) => Box::pin(probe.changed()),
-            AnyProbe::Host(_) => Box::pin(std::future::pending()),
-            AnyProbe::Service(probe) => Box::pin(probe.changed()),
-            AnyProbe::Backup(probe) => Box::pin(probe.changed()),
-            AnyProbe::Latency(probe) => Box::pin(probe.changed()),
-            AnyProbe::Command(probe) => Box::pin(probe.changed()),
-            AnyProbe::Policy(probe) => Box::pin(probe.changed()),
-        }
-    }
-}
 
 /// Enum dispatch to the family's probe; the futures are [`AnyProbe::sample`]'s and
 /// [`AnyProbe::changed`]'s, boxed.
