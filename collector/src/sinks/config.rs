@@ -42,8 +42,8 @@ pub struct RawSink {
 
 /// Declares the sink kinds once: the [`SinkKind`] enum, its sub-table names, and the
 /// dispatch to each kind's module. A kind's module owns its config struct
-/// (`deny_unknown_fields`) and a `spec(settings, raw, base) -> Result<SinkSpec, (String,
-/// String)>` whose error key is relative to the sub-table. A new kind is its module plus
+/// (`deny_unknown_fields`) and a `spec(settings, raw, base) -> Result<SinkSpec, KeyError>`
+/// whose error key is relative to the sub-table. A new kind is its module plus
 /// one line here.
 macro_rules! sink_kinds {
     ($($table:literal => $variant:ident($module:ident::$config:ident),)+) => {
@@ -74,7 +74,7 @@ macro_rules! sink_kinds {
             }
 
             /// The kind's own validation; the error key is relative to its sub-table.
-            fn spec(self, settings: SinkSettings, base: &Path) -> Result<SinkSpec, (String, String)> {
+            fn spec(self, settings: SinkSettings, base: &Path) -> Result<SinkSpec, KeyError> {
                 match self {
                     $(SinkKind::$variant(raw) => super::$module::spec(settings, raw, base),)+
                 }
@@ -156,8 +156,8 @@ impl<'de> Visitor<'de> for RawSinkVisitor {
 }
 
 /// Puts a kind's error key under its sub-table: `url` → `sink[2].webhook.url`.
-fn kind_error(index: usize, kind: &str) -> impl FnOnce((String, String)) -> KeyError + '_ {
-    move |(key, message)| KeyError::new(key, message).under(&format!("sink[{index}].{kind}"))
+fn kind_error(index: usize, kind: &str) -> impl FnOnce(KeyError) -> KeyError + '_ {
+    move |error| error.under(&format!("sink[{index}].{kind}"))
 }
 
 /// Which events a sink takes.

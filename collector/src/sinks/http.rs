@@ -40,6 +40,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::DeliveryError;
+use crate::config_error::KeyError;
 
 /// Per-request deadline unless the sink sets `timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -149,15 +150,15 @@ impl ClientSettings {
         timeout: Option<&str>,
         ca: Option<&Path>,
         base: &Path,
-    ) -> Result<ClientSettings, (String, String)> {
+    ) -> Result<ClientSettings, KeyError> {
         let timeout = match timeout {
             None => DEFAULT_TIMEOUT,
             Some(text) => match humantime::parse_duration(text) {
                 Ok(duration) if !duration.is_zero() => duration,
-                Ok(_) => return Err(("timeout".into(), "must be longer than zero".into())),
+                Ok(_) => return Err(KeyError::new("timeout", "must be longer than zero")),
                 Err(error) => {
-                    return Err((
-                        "timeout".into(),
+                    return Err(KeyError::new(
+                        "timeout",
                         format!("{text:?} is not a duration ({error}): use e.g. \"10s\""),
                     ));
                 }
@@ -165,7 +166,9 @@ impl ClientSettings {
         };
         let extra_roots = match ca {
             None => Vec::new(),
-            Some(path) => read_ca(&resolve(base, path)).map_err(|message| ("ca".to_owned(), message))?,
+            Some(path) => {
+                read_ca(&resolve(base, path)).map_err(|message| KeyError::new("ca".to_owned(), message))?
+            }
         };
         Ok(ClientSettings { timeout, extra_roots })
     }

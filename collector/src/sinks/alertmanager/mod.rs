@@ -43,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 use super::http::{ClientSettings, HttpClient, HttpUrl, judge};
 use super::{BoxFuture, Delivery, DeliveryError, Filter, Sink, SinkSettings, SinkSpec};
 use crate::alert::{AlertEvent, Status};
+use crate::config_error::KeyError;
 use crate::queue::Reader;
 
 /// Re-send period unless `resend_interval` says otherwise (Alertmanager's own
@@ -82,25 +83,25 @@ pub struct AlertmanagerConfig {
     pub ca: Option<PathBuf>,
 }
 
-/// Validates `[sink.alertmanager]`; errors are `(key, message)` relative to the sub-table.
-pub fn spec(
-    settings: SinkSettings,
-    raw: AlertmanagerConfig,
-    base: &Path,
-) -> Result<SinkSpec, (String, String)> {
+/// Validates `[sink.alertmanager]`; an error's key is relative to the sub-table.
+pub fn spec(settings: SinkSettings, raw: AlertmanagerConfig, base: &Path) -> Result<SinkSpec, KeyError> {
     let url_text = raw.url.ok_or_else(|| {
-        ("url".to_owned(), "missing: Alertmanager's base URL, e.g. \"http://127.0.0.1:9093\"".to_owned())
+        KeyError::new(
+            "url".to_owned(),
+            "missing: Alertmanager's base URL, e.g. \"http://127.0.0.1:9093\"".to_owned(),
+        )
     })?;
-    let url =
-        HttpUrl::parse(&url_text).map_err(|message| ("url".to_owned(), message))?.join("/api/v2/alerts");
+    let url = HttpUrl::parse(&url_text)
+        .map_err(|message| KeyError::new("url".to_owned(), message))?
+        .join("/api/v2/alerts");
     let resend_interval = match raw.resend_interval {
         None => DEFAULT_RESEND_INTERVAL,
         Some(text) => match humantime::parse_duration(&text) {
             Ok(duration) if duration >= MIN_RESEND_INTERVAL => duration,
-            Ok(_) => return Err(("resend_interval".into(), "must be at least 100ms".into())),
+            Ok(_) => return Err(KeyError::new("resend_interval", "must be at least 100ms")),
             Err(error) => {
-                return Err((
-                    "resend_interval".into(),
+                return Err(KeyError::new(
+                    "resend_interval",
                     format!("{text:?} is not a duration ({error}): use e.g. \"60s\""),
                 ));
             }
@@ -109,7 +110,7 @@ pub fn spec(
     let generator_url = match raw.generator_url {
         None => None,
         Some(text) => {
-            HttpUrl::parse(&text).map_err(|message| ("generator_url".to_owned(), message))?;
+            HttpUrl::parse(&text).map_err(|message| KeyError::new("generator_url".to_owned(), message))?;
             Some(text.trim().to_owned())
         }
     };

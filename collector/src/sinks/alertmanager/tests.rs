@@ -232,7 +232,7 @@ async fn after_a_restart_still_firing_alerts_are_seeded_from_the_store() {
 fn config_errors_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let key_of = |raw: AlertmanagerConfig| {
-        spec(testing::settings("am", 1), raw, dir.path()).map(|_| ()).unwrap_err().0
+        spec(testing::settings("am", 1), raw, dir.path()).map(|_| ()).unwrap_err().key
     };
     let good = || config("http://127.0.0.1:9093", "60s");
     assert!(spec(testing::settings("am", 1), good(), dir.path()).is_ok());

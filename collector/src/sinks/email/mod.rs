@@ -51,6 +51,7 @@ use serde::Deserialize;
 
 use super::{BoxFuture, Delivery, DeliveryError, Sink, SinkSettings, SinkSpec};
 use crate::alert::{AlertEvent, Status};
+use crate::config_error::KeyError;
 
 #[cfg(test)]
 mod tests;
@@ -124,53 +125,56 @@ fn is_loopback(host: &str) -> bool {
 }
 
 /// Validates `[sink.email]`; error keys are relative to the sub-table.
-pub(super) fn spec(
-    settings: SinkSettings,
-    raw: EmailConfig,
-    base: &Path,
-) -> Result<SinkSpec, (String, String)> {
-    let server = raw
-        .server
-        .filter(|server| !server.trim().is_empty())
-        .ok_or_else(|| ("server".to_owned(), "is required (the SMTP server's host name)".to_owned()))?;
-    let from_text = raw.from.ok_or_else(|| ("from".to_owned(), "is required".to_owned()))?;
-    let from: Mailbox =
-        from_text.parse().map_err(|error| ("from".to_owned(), format!("{from_text:?}: {error}")))?;
+pub(super) fn spec(settings: SinkSettings, raw: EmailConfig, base: &Path) -> Result<SinkSpec, KeyError> {
+    let server = raw.server.filter(|server| !server.trim().is_empty()).ok_or_else(|| {
+        KeyError::new("server".to_owned(), "is required (the SMTP server's host name)".to_owned())
+    })?;
+    let from_text = raw.from.ok_or_else(|| KeyError::new("from".to_owned(), "is required".to_owned()))?;
+    let from: Mailbox = from_text
+        .parse()
+        .map_err(|error| KeyError::new("from".to_owned(), format!("{from_text:?}: {error}")))?;
     if raw.to.is_empty() {
-        return Err(("to".into(), "is required: at least one recipient".into()));
+        return Err(KeyError::new("to", "is required: at least one recipient"));
     }
     let to = raw
         .to
         .iter()
-        .map(|text| text.parse::<Mailbox>().map_err(|error| ("to".to_owned(), format!("{text:?}: {error}"))))
+        .map(|text| {
+            text.parse::<Mailbox>()
+                .map_err(|error| KeyError::new("to".to_owned(), format!("{text:?}: {error}")))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let tls = match raw.tls.as_deref() {
         None | Some("starttls") => TlsMode::StartTls,
         Some("tls") => TlsMode::Implicit,
         Some("none") => TlsMode::None,
         Some(other) => {
-            return Err(("tls".into(), format!("{other:?}: use \"starttls\", \"tls\" or \"none\"")));
+            return Err(KeyError::new("tls", format!("{other:?}: use \"starttls\", \"tls\" or \"none\"")));
         }
     };
     let credentials = match (raw.username, raw.password_file) {
         (None, None) => None,
-        (Some(_), None) => return Err(("password_file".into(), "is required with username".into())),
-        (None, Some(_)) => return Err(("username".into(), "is required with password_file".into())),
+        (Some(_), None) => {
+            return Err(KeyError::new("password_file", "is required with username"));
+        }
+        (None, Some(_)) => {
+            return Err(KeyError::new("username", "is required with password_file"));
+        }
         (Some(username), Some(path)) => {
             let path = resolve(base, path);
             let password = std::fs::read_to_string(&path).map_err(|error| {
-                ("password_file".to_owned(), format!("cannot read {}: {error}", path.display()))
+                KeyError::new("password_file".to_owned(), format!("cannot read {}: {error}", path.display()))
             })?;
             let password = password.trim_end_matches(['\r', '\n']);
             if password.is_empty() {
-                return Err(("password_file".into(), format!("{} is empty", path.display())));
+                return Err(KeyError::new("password_file", format!("{} is empty", path.display())));
             }
             Some(Credentials::new(username, password.to_owned()))
         }
     };
     if tls == TlsMode::None && credentials.is_some() && !is_loopback(&server) {
-        return Err((
-            "tls".into(),
+        return Err(KeyError::new(
+            "tls",
             format!(
                 "\"none\" would send the password in clear text to {server}: use \"starttls\" or \"tls\""
             ),
@@ -179,7 +183,7 @@ pub(super) fn spec(
     let tls_parameters = match tls {
         TlsMode::None => {
             if raw.ca.is_some() {
-                return Err(("ca".into(), "has no effect with tls = \"none\"".into()));
+                return Err(KeyError::new("ca", "has no effect with tls = \"none\""));
             }
             None
         }
@@ -187,13 +191,15 @@ pub(super) fn spec(
             let mut builder = TlsParameters::builder(server.clone());
             if let Some(path) = raw.ca {
                 let path = resolve(base, path);
-                let pem = std::fs::read(&path)
-                    .map_err(|error| ("ca".to_owned(), format!("cannot read {}: {error}", path.display())))?;
-                let certificate = Certificate::from_pem(&pem)
-                    .map_err(|error| ("ca".to_owned(), format!("{}: {error}", path.display())))?;
+                let pem = std::fs::read(&path).map_err(|error| {
+                    KeyError::new("ca".to_owned(), format!("cannot read {}: {error}", path.display()))
+                })?;
+                let certificate = Certificate::from_pem(&pem).map_err(|error| {
+                    KeyError::new("ca".to_owned(), format!("{}: {error}", path.display()))
+                })?;
                 builder = builder.certificate_store(CertificateStore::None).add_root_certificate(certificate);
             }
-            Some(builder.build_rustls().map_err(|error| ("ca".to_owned(), error.to_string()))?)
+            Some(builder.build_rustls().map_err(|error| KeyError::new("ca".to_owned(), error.to_string()))?)
         }
     };
     let port = raw.port.unwrap_or(match tls {
@@ -205,8 +211,10 @@ pub(super) fn spec(
         None => DEFAULT_TIMEOUT,
         Some(text) => match humantime::parse_duration(&text) {
             Ok(value) if !value.is_zero() => value,
-            Ok(_) => return Err(("timeout".into(), "must be longer than zero".into())),
-            Err(error) => return Err(("timeout".into(), format!("{text:?} is not a duration ({error})"))),
+            Ok(_) => return Err(KeyError::new("timeout", "must be longer than zero")),
+            Err(error) => {
+                return Err(KeyError::new("timeout", format!("{text:?} is not a duration ({error})")));
+            }
         },
     };
     let domain = from.email.domain().to_owned();

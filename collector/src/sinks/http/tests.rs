@@ -193,16 +193,17 @@ fn client_settings_are_validated() {
     let base = dir.path();
     assert_eq!(ClientSettings::validate(None, None, base).unwrap(), ClientSettings::default());
     assert_eq!(ClientSettings::validate(Some("3s"), None, base).unwrap().timeout, Duration::from_secs(3));
-    assert_eq!(ClientSettings::validate(Some("soon"), None, base).unwrap_err().0, "timeout");
-    assert_eq!(ClientSettings::validate(Some("0s"), None, base).unwrap_err().0, "timeout");
-    let (key, message) = ClientSettings::validate(None, Some(Path::new("missing.pem")), base).unwrap_err();
+    assert_eq!(ClientSettings::validate(Some("soon"), None, base).unwrap_err().key, "timeout");
+    assert_eq!(ClientSettings::validate(Some("0s"), None, base).unwrap_err().key, "timeout");
+    let KeyError { key, message } =
+        ClientSettings::validate(None, Some(Path::new("missing.pem")), base).unwrap_err();
     assert_eq!(key, "ca");
     assert!(message.contains("missing.pem"), "{message}");
     std::fs::write(base.join("empty.pem"), "").unwrap();
     assert!(
         ClientSettings::validate(None, Some(Path::new("empty.pem")), base)
             .unwrap_err()
-            .1
+            .message
             .contains("no certificate")
     );
     std::fs::write(base.join("secret"), "  s3cret\n").unwrap();

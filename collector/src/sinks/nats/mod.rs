@@ -47,6 +47,7 @@ use async_nats::{ConnectOptions, ServerAddr};
 use serde::Deserialize;
 
 use super::{BoxFuture, Delivery, DeliveryError, Sink, SinkSettings, SinkSpec};
+use crate::config_error::KeyError;
 
 #[cfg(test)]
 mod tests;
@@ -130,21 +131,21 @@ fn resolve(base: &Path, path: PathBuf) -> PathBuf {
     if path.is_absolute() { path } else { base.join(path) }
 }
 
-fn duration(key: &str, text: Option<String>, default: Duration) -> Result<Duration, (String, String)> {
+fn duration(key: &str, text: Option<String>, default: Duration) -> Result<Duration, KeyError> {
     let Some(text) = text else { return Ok(default) };
     match humantime::parse_duration(&text) {
         Ok(value) if !value.is_zero() => Ok(value),
-        Ok(_) => Err((key.into(), "must be longer than zero".into())),
-        Err(error) => Err((key.into(), format!("{text:?} is not a duration ({error})"))),
+        Ok(_) => Err(KeyError::new(key, "must be longer than zero")),
+        Err(error) => Err(KeyError::new(key, format!("{text:?} is not a duration ({error})"))),
     }
 }
 
-fn read_secret(key: &str, path: &Path) -> Result<Secret, (String, String)> {
+fn read_secret(key: &str, path: &Path) -> Result<Secret, KeyError> {
     let text = std::fs::read_to_string(path)
-        .map_err(|error| (key.to_owned(), format!("cannot read {}: {error}", path.display())))?;
+        .map_err(|error| KeyError::new(key.to_owned(), format!("cannot read {}: {error}", path.display())))?;
     let text = text.trim();
     if text.is_empty() {
-        return Err((key.to_owned(), format!("{} is empty", path.display())));
+        return Err(KeyError::new(key.to_owned(), format!("{} is empty", path.display())));
     }
     Ok(Secret(text.to_owned()))
 }
@@ -165,32 +166,28 @@ fn valid_subject_prefix(prefix: &str) -> bool {
 }
 
 /// Validates `[sink.nats]`; error keys are relative to the sub-table.
-pub(super) fn spec(
-    settings: SinkSettings,
-    raw: NatsConfig,
-    base: &Path,
-) -> Result<SinkSpec, (String, String)> {
+pub(super) fn spec(settings: SinkSettings, raw: NatsConfig, base: &Path) -> Result<SinkSpec, KeyError> {
     let Some(url) = raw.url else {
-        return Err(("url".into(), "is required (e.g. \"nats://127.0.0.1:4222\")".into()));
+        return Err(KeyError::new("url", "is required (e.g. \"nats://127.0.0.1:4222\")"));
     };
     let mut servers = Vec::new();
     for part in url.split(',').map(str::trim) {
         let server: ServerAddr =
-            part.parse().map_err(|error| ("url".to_owned(), format!("{part:?}: {error}")))?;
+            part.parse().map_err(|error| KeyError::new("url".to_owned(), format!("{part:?}: {error}")))?;
         if !matches!(server.scheme(), "nats" | "tls") {
-            return Err(("url".into(), format!("{part:?}: use nats:// or tls://")));
+            return Err(KeyError::new("url", format!("{part:?}: use nats:// or tls://")));
         }
         servers.push(server);
     }
     let auth = match (raw.credentials_file, raw.token_file) {
         (Some(_), Some(_)) => {
-            return Err(("token_file".into(), "give credentials_file or token_file, not both".into()));
+            return Err(KeyError::new("token_file", "give credentials_file or token_file, not both"));
         }
         (Some(path), None) => {
             let creds = read_secret("credentials_file", &resolve(base, path))?;
             // Parse now, so a broken file is a config error and not a retry loop.
             ConnectOptions::with_credentials(&creds.0).map_err(|error| {
-                ("credentials_file".to_owned(), format!("not a NATS .creds file: {error}"))
+                KeyError::new("credentials_file".to_owned(), format!("not a NATS .creds file: {error}"))
             })?;
             Auth::Credentials(creds)
         }
@@ -199,23 +196,24 @@ pub(super) fn spec(
     };
     let ca = raw.ca.map(|path| resolve(base, path));
     if let Some(ca) = &ca {
-        std::fs::metadata(ca).map_err(|error| ("ca".to_owned(), format!("{}: {error}", ca.display())))?;
+        std::fs::metadata(ca)
+            .map_err(|error| KeyError::new("ca".to_owned(), format!("{}: {error}", ca.display())))?;
     }
     let stream = raw.stream.unwrap_or_else(|| DEFAULT_STREAM.to_owned());
     if !valid_stream_name(&stream) {
-        return Err(("stream".into(), format!("{stream:?}: use letters, digits, '_' and '-'")));
+        return Err(KeyError::new("stream", format!("{stream:?}: use letters, digits, '_' and '-'")));
     }
     let subject_prefix = raw.subject_prefix.unwrap_or_else(|| DEFAULT_SUBJECT_PREFIX.to_owned());
     if !valid_subject_prefix(&subject_prefix) {
-        return Err((
-            "subject_prefix".into(),
+        return Err(KeyError::new(
+            "subject_prefix",
             format!("{subject_prefix:?}: use dot-separated tokens of letters, digits, '_' and '-'"),
         ));
     }
     let max_age = duration("max_age", raw.max_age, DEFAULT_MAX_AGE)?;
     let duplicate_window = duration("duplicate_window", raw.duplicate_window, DEFAULT_DUPLICATE_WINDOW)?;
     if duplicate_window > max_age {
-        return Err(("duplicate_window".into(), "must not be longer than max_age".into()));
+        return Err(KeyError::new("duplicate_window", "must not be longer than max_age"));
     }
     let timeout = duration("timeout", raw.timeout, DEFAULT_TIMEOUT)?;
     let nats = Arc::new(Settings {

@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use super::http::{ClientSettings, HttpClient, HttpUrl, judge, read_secret, resolve};
 use super::{BoxFuture, Delivery, DeliveryError, Sink, SinkSettings, SinkSpec};
 use crate::alert::{AlertEvent, Severity, Status};
+use crate::config_error::KeyError;
 
 /// PagerDuty's Events API, unless `url` says otherwise.
 pub const DEFAULT_URL: &str = "https://events.pagerduty.com";
@@ -55,31 +56,32 @@ pub struct PagerDutyConfig {
     pub ca: Option<PathBuf>,
 }
 
-/// Validates `[sink.pagerduty]`; errors are `(key, message)` relative to the sub-table.
-pub fn spec(settings: SinkSettings, raw: PagerDutyConfig, base: &Path) -> Result<SinkSpec, (String, String)> {
+/// Validates `[sink.pagerduty]`; an error's key is relative to the sub-table.
+pub fn spec(settings: SinkSettings, raw: PagerDutyConfig, base: &Path) -> Result<SinkSpec, KeyError> {
     let routing_key = match (raw.routing_key_file, raw.routing_key) {
         (Some(_), Some(_)) => {
-            return Err(("routing_key".into(), "set routing_key_file or routing_key, not both".into()));
+            return Err(KeyError::new("routing_key", "set routing_key_file or routing_key, not both"));
         }
         (None, None) => {
-            return Err((
-                "routing_key_file".into(),
-                "missing: the file holding the Events API v2 routing key (or set routing_key)".into(),
+            return Err(KeyError::new(
+                "routing_key_file",
+                "missing: the file holding the Events API v2 routing key (or set routing_key)",
             ));
         }
-        (Some(path), None) => {
-            read_secret(&resolve(base, &path)).map_err(|message| ("routing_key_file".to_owned(), message))?
-        }
+        (Some(path), None) => read_secret(&resolve(base, &path))
+            .map_err(|message| KeyError::new("routing_key_file".to_owned(), message))?,
         (None, Some(key)) => {
             let key = key.trim().to_owned();
             if key.is_empty() {
-                return Err(("routing_key".into(), "is empty".into()));
+                return Err(KeyError::new("routing_key", "is empty"));
             }
             key
         }
     };
     let url_text = raw.url.unwrap_or_else(|| DEFAULT_URL.to_owned());
-    let url = HttpUrl::parse(&url_text).map_err(|message| ("url".to_owned(), message))?.join("/v2/enqueue");
+    let url = HttpUrl::parse(&url_text)
+        .map_err(|message| KeyError::new("url".to_owned(), message))?
+        .join("/v2/enqueue");
     let client = ClientSettings::validate(raw.timeout.as_deref(), raw.ca.as_deref(), base)?;
     let name = settings.name.clone();
     Ok(SinkSpec::new(settings, move |_context| {

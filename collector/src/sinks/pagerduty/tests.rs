@@ -169,7 +169,7 @@ fn config_errors_name_the_key() {
     let raw =
         || PagerDutyConfig { routing_key_file: None, routing_key: None, url: None, timeout: None, ca: None };
     let key_of =
-        |raw: PagerDutyConfig| spec(testing::settings("pd", 1), raw, base).map(|_| ()).unwrap_err().0;
+        |raw: PagerDutyConfig| spec(testing::settings("pd", 1), raw, base).map(|_| ()).unwrap_err().key;
     assert_eq!(key_of(raw()), "routing_key_file");
     assert_eq!(
         key_of(PagerDutyConfig {

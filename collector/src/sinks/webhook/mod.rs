@@ -37,6 +37,7 @@ use serde::Deserialize;
 
 use super::http::{ClientSettings, HttpClient, HttpUrl, judge, read_secret, resolve};
 use super::{BoxFuture, Delivery, DeliveryError, Sink, SinkSettings, SinkSpec};
+use crate::config_error::KeyError;
 
 /// Headers we set ourselves; `headers` may not replace them.
 const RESERVED_HEADERS: &[&str] = &[
@@ -81,30 +82,31 @@ pub struct WebhookConfig {
     pub ca: Option<PathBuf>,
 }
 
-/// Validates `[sink.webhook]`; errors are `(key, message)` relative to the sub-table.
-pub fn spec(settings: SinkSettings, raw: WebhookConfig, base: &Path) -> Result<SinkSpec, (String, String)> {
-    let url_text =
-        raw.url.ok_or_else(|| ("url".to_owned(), "missing: the URL to POST events to".to_owned()))?;
-    let url = HttpUrl::parse(&url_text).map_err(|message| ("url".to_owned(), message))?;
+/// Validates `[sink.webhook]`; an error's key is relative to the sub-table.
+pub fn spec(settings: SinkSettings, raw: WebhookConfig, base: &Path) -> Result<SinkSpec, KeyError> {
+    let url_text = raw
+        .url
+        .ok_or_else(|| KeyError::new("url".to_owned(), "missing: the URL to POST events to".to_owned()))?;
+    let url = HttpUrl::parse(&url_text).map_err(|message| KeyError::new("url".to_owned(), message))?;
     let secret_file = raw.secret_file.ok_or_else(|| {
-        (
+        KeyError::new(
             "secret_file".to_owned(),
             "missing: a file holding the HMAC signing secret (e.g. `openssl rand -hex 32 > webhook.secret`)"
                 .to_owned(),
         )
     })?;
-    let secret =
-        read_secret(&resolve(base, &secret_file)).map_err(|message| ("secret_file".to_owned(), message))?;
+    let secret = read_secret(&resolve(base, &secret_file))
+        .map_err(|message| KeyError::new("secret_file".to_owned(), message))?;
     let mut headers = Vec::with_capacity(raw.headers.len());
     for (name, value) in raw.headers {
         let key = format!("headers.{name}");
         let header = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| (key.clone(), format!("{name:?} is not a valid header name")))?;
+            .map_err(|_| KeyError::new(key.clone(), format!("{name:?} is not a valid header name")))?;
         if RESERVED_HEADERS.contains(&header.as_str()) {
-            return Err((key, format!("{name} is set by nightowl and cannot be replaced")));
+            return Err(KeyError::new(key, format!("{name} is set by nightowl and cannot be replaced")));
         }
         let value = HeaderValue::from_str(&value)
-            .map_err(|_| (key, "not a valid header value (control characters?)".to_owned()))?;
+            .map_err(|_| KeyError::new(key, "not a valid header value (control characters?)".to_owned()))?;
         headers.push((header, value));
     }
     let client = ClientSettings::validate(raw.timeout.as_deref(), raw.ca.as_deref(), base)?;

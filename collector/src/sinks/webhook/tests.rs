@@ -156,7 +156,8 @@ fn config_errors_name_the_key() {
         timeout: None,
         ca: None,
     };
-    let key_of = |raw: WebhookConfig| spec(testing::settings("psa", 1), raw, base).map(|_| ()).unwrap_err().0;
+    let key_of =
+        |raw: WebhookConfig| spec(testing::settings("psa", 1), raw, base).map(|_| ()).unwrap_err().key;
     assert!(spec(testing::settings("psa", 1), raw(), base).is_ok());
     assert_eq!(key_of(WebhookConfig { url: None, ..raw() }), "url");
     assert_eq!(key_of(WebhookConfig { url: Some("psa.example.net".into()), ..raw() }), "url");
