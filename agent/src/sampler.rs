@@ -247,8 +247,8 @@ impl Sampler {
 /// at the same instants (and units of interval 2I at every other one of them). Units that
 /// each added their own jitter to every interval drifted apart for good (a random walk of
 /// their phases): after a few minutes each sampled alone, so an agent spooled and sent a
-/// report per unit per cycle and its process checks stopped sharing a scan (10.6 reports
-/// per 10 s cycle for 16 units, measured; README "Performance" > agent footprint).
+/// report per unit per cycle and its process checks stopped sharing a scan (reports per
+/// cycle before and after: docs/performance-log.md).
 /// `offset` is random per agent (below an hour, uniform enough for any interval that
 /// divides an hour), so a fleet started at one moment still spreads its reports over the
 /// whole interval. The grid does not drift: a late wake-up delays that sample only.
