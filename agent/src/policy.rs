@@ -180,11 +180,14 @@ impl Policy {
                 return Err(format!("backup[{index}].{key}: runs a program; not allowed in a policy"));
             }
         }
+        // Only these families; any other (commands, and every family added later) stays
+        // empty: a policy never carries what executes, and a new family is refused
+        // until someone decides it does not.
         let listed = ListedChecks {
             service: raw.service,
             latency: raw.latency,
             backup: raw.backup,
-            command: Vec::new(),
+            ..ListedChecks::default()
         };
         listed.into_units(interval).map_err(|error| error.to_string())
     }
