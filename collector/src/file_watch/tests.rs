@@ -65,6 +65,16 @@ async fn another_file_in_the_directory_is_no_change() {
 }
 
 #[tokio::test]
+async fn reading_the_file_is_no_change() {
+    let (_directory, path) = setup();
+    let (_watcher, mut changes) = watch_file(&path).unwrap();
+    for _ in 0..3 {
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "first = 1\n");
+    }
+    expect_quiet(&mut changes).await;
+}
+
+#[tokio::test]
 async fn the_changes_end_with_the_watcher() {
     let (_directory, path) = setup();
     let (watcher, mut changes) = watch_file(&path).unwrap();
