@@ -6,6 +6,7 @@
 //! # Layout
 //! - `config`: raw TOML → validated [`config::Config`]; errors name file and key;
 //!   `config::watch` reloads the rules and policy files.
+//! - `file_watch`: the debounced watch of one file (shared with the agent's reload).
 //! - `pki`: the collector's small CA (`ca init`, `ca issue`).
 //! - `identity`: who a peer is, read from its certificate (agents, feed operators).
 //! - `supervise`: every long-running task is critical (its end stops the collector) or
@@ -43,6 +44,9 @@ pub mod config;
 pub mod config_error;
 pub mod evaluate;
 pub mod feed;
+/// The debounced watch of one file (rules, policies, the agent's config); a leaf, which
+/// the agent compiles too.
+pub mod file_watch;
 pub mod hold;
 pub mod identity;
 pub mod ingest;

@@ -4,19 +4,16 @@
 //! refused with the loader's error (file, item, reason) and the value in force stays.
 //! Each session picks the new value up from its receiver.
 //!
-//! The watch is on the file's directory: editors and config management replace files by
-//! rename, which a watch on the old inode would miss.
+//! The watch itself (on the file's directory, debounced) is `crate::file_watch`, shared
+//! with the agent's config reload.
 
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-/// Edits closer together than this are one reload.
-const DEBOUNCE: Duration = Duration::from_millis(300);
+use crate::file_watch;
 
 /// Watches `path` and publishes every value `load` accepts on `publish`; `what` names
 /// the file in log lines ("rules", "policies"). Keep the returned watcher alive for as
@@ -31,24 +28,9 @@ where
     T: Send + Sync + 'static,
     E: Display + Send + 'static,
 {
-    let directory =
-        path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
-    let file_name = path.file_name().map(ToOwned::to_owned);
-    let (events, mut raw) = mpsc::unbounded_channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-        Ok(event) if event.kind.is_access() => {}
-        Ok(event) => {
-            if event.paths.iter().any(|changed| changed.file_name() == file_name.as_deref()) {
-                // The receiver is gone only at shutdown.
-                let _ = events.send(());
-            }
-        }
-        Err(error) => tracing::warn!(%error, what, "file watch error"),
-    })?;
-    watcher.watch(&directory, RecursiveMode::NonRecursive)?;
+    let (watcher, mut changes) = file_watch::watch_file(&path)?;
     tokio::spawn(async move {
-        while raw.recv().await.is_some() {
-            while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, raw.recv()).await {}
+        while changes.next().await.is_some() {
             let load_path = path.clone();
             match tokio::task::spawn_blocking(move || load(&load_path)).await {
                 Ok(Ok(loaded)) => {
