@@ -34,6 +34,8 @@ pub mod probes;
 pub mod sampler;
 pub mod session;
 pub mod spool;
+// The collector's supervisor, one file for both binaries (see its module doc).
+#[path = "../../collector/src/supervise/mod.rs"]
 pub mod supervise;
 
 mod blocking;
@@ -117,7 +119,7 @@ pub async fn run(
         let info = AgentInfo::detect(config.labels.clone());
         let heartbeat = config.heartbeat;
         supervisor.restarting("session", token.clone(), move || {
-            let session = session::run(
+            session::run(
                 collector.clone(),
                 spool.clone(),
                 info.clone(),
@@ -125,11 +127,7 @@ pub async fn run(
                 new_report.clone(),
                 policy_sender.clone(),
                 token.clone(),
-            );
-            async move {
-                session.await;
-                Ok::<(), std::convert::Infallible>(())
-            }
+            )
         });
     }
     let context = ProbeContext { state_dir: config.state_dir.clone() };
@@ -152,8 +150,17 @@ pub async fn run(
     let (reloads, mut reloaded) = tokio::sync::mpsc::channel(4);
     if let Some(path) = config_path {
         // Restarted: a watch that failed (or could not be set up) is set up again.
+        // A run is not dropped at shutdown (the supervisor waits for it): it ends with
+        // the token, since a watch holds nothing a cancellation could lose.
+        let stop = token.clone();
         supervisor.restarting("config watcher", token.clone(), move || {
-            reload::watch(path.clone(), reloads.clone())
+            let (watch, stop) = (reload::watch(path.clone(), reloads.clone()), stop.clone());
+            async move {
+                tokio::select! {
+                    () = stop.cancelled() => Ok(()),
+                    watched = watch => watched,
+                }
+            }
         });
     }
     let mut current = config;
@@ -205,7 +212,7 @@ pub async fn run(
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
     let mut left = supervisor.drain(deadline).await;
     left.extend(blocking::drain(deadline).await.into_iter().map(|call| format!("blocking call: {call}")));
-    let (restarts, probe_panics) = (supervisor.restarts(), supervisor.probe_panics());
+    let (restarts, probe_panics) = (supervisor.restarts(), supervisor.caught_panics());
     if let Some(failure) = supervisor.failure() {
         tracing::error!(%failure, restarts, probe_panics, "agent stopped after a task failure");
         return Err(RunError::TaskFailed(failure));

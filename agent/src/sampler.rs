@@ -11,7 +11,7 @@
 //! - A probe that panics does not end its unit: the unit catches the panic, reports every
 //!   check it last reported (or its key, before a first sample) as UNKNOWN with
 //!   "probe panicked: <message>", logs it at `error`, counts it
-//!   ([`Supervisor::probe_panics`]) and builds the probe anew after a
+//!   ([`Supervisor::caught_panics`]) and builds the probe anew after a
 //!   [`RestartBackoff`]. A panic in a probe's blocking call reaches the probe as an error
 //!   (tokio's `JoinError`) and becomes its UNKNOWN result like any other failure.
 //! - The reporter batches results arriving within [`BATCH_WINDOW`] into one report (the
@@ -122,10 +122,7 @@ impl Sampler {
     ) -> Self {
         let (results, receiver) = mpsc::channel(256);
         let reporter = report_loop(receiver, spool, remembered.clone(), new_report, shutdown.clone());
-        supervisor.critical("reporter", shutdown.clone(), async move {
-            reporter.await;
-            Ok::<(), std::convert::Infallible>(())
-        });
+        supervisor.critical("reporter", shutdown.clone(), reporter);
         Self {
             running: HashMap::new(),
             context,
@@ -315,7 +312,7 @@ async fn run_unit<P: Probe>(mut unit: UnitRun, mut build: impl FnMut() -> P + Se
         };
         let message = panic_message(payload.as_ref());
         let delay = backoff.after(began.elapsed());
-        let panics = unit.supervisor.count_probe_panic();
+        let panics = unit.supervisor.count_caught_panic();
         tracing::error!(
             unit = %unit.key,
             panic = %message,
@@ -1015,7 +1012,7 @@ mod tests {
         );
         assert!(seen[1].2 - seen[0].2 >= Duration::from_secs(1), "restarted after the backoff: {seen:?}");
         assert!(seen[3].2 - seen[2].2 >= Duration::from_secs(2), "the backoff doubles: {seen:?}");
-        assert_eq!((builds.load(Ordering::SeqCst), supervisor.probe_panics()), (3, 2));
+        assert_eq!((builds.load(Ordering::SeqCst), supervisor.caught_panics()), (3, 2));
         stop.cancel();
     }
 }

@@ -242,3 +242,6 @@ pub async fn run_supervised(
     tracing::info!(restarts = supervisor.restarts(), "collector stopped");
     served.map_err(RunError::from)
 }
+
+#[cfg(test)]
+mod run_tests;

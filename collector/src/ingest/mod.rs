@@ -275,20 +275,18 @@ impl Ingest {
         }
         let limits = shared.limits.clone();
         let (established, incoming) = tokio::sync::mpsc::channel(256);
-        supervisor.critical("accept loop", shared.shutdown.clone(), {
-            let accept = server::accept_loop(
+        supervisor.critical(
+            "accept loop",
+            shared.shutdown.clone(),
+            server::accept_loop(
                 listener,
                 tls,
                 limits.clone(),
                 shared.counters.clone(),
                 established,
                 shared.shutdown.clone(),
-            );
-            async move {
-                accept.await;
-                Ok::<(), std::convert::Infallible>(())
-            }
-        });
+            ),
+        );
         let service = CollectorServer::new(Service { shared: shared.clone() })
             .max_decoding_message_size(limits.max_message_bytes)
             .max_encoding_message_size(limits.max_message_bytes);

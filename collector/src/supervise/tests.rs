@@ -1,5 +1,8 @@
+//! Critical tasks fail the process; restarted ones come back, counted; a drain names
+//! what did not stop. Compiled into both crates with the module.
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -76,6 +79,7 @@ async fn a_restarted_task_that_panics_is_counted_and_started_again() {
                 }
                 let _ = second_run.send(run);
                 until.cancelled().await;
+                Ok::<(), String>(())
             }
         });
     }
@@ -96,71 +100,55 @@ async fn a_restarted_task_that_returns_early_backs_off_between_restarts() {
     let counted = runs.clone();
     supervisor.restarting("retention", until.clone(), move || {
         counted.fetch_add(1, Ordering::SeqCst);
-        async {}
+        async { Ok::<(), String>(()) }
     });
-    // Paused time: runs at 0, 0.5 s and 1.5 s (backoff 0.5 s, 1 s, then 2 s), not a
-    // hot loop.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Paused time: runs at 0, 1 s and 3 s (backoff 1 s, 2 s, then 4 s), not a hot loop.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(runs.load(Ordering::SeqCst), 3);
     assert_eq!(supervisor.restarts(), 3, "the third restart is waiting out its backoff");
     until.cancel();
     tokio::time::timeout(WAIT, supervisor.wait()).await.expect("all tasks end");
 }
 
-/// The whole collector, in process: a critical task that fails stops it with an error
-/// naming the task, after the same drain as a shutdown (the address file goes, the
-/// data_dir lock is released so a restart can take over).
-#[tokio::test]
-async fn the_collector_stops_with_an_error_when_a_critical_task_fails() {
-    let dir = tempfile::tempdir().unwrap();
-    crate::pki::init_ca(&dir.path().join("pki"), &[]).unwrap();
-    let text = "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n[tls]\nca = \"pki/ca.pem\"\ncert = \"pki/collector.pem\"\nkey = \"pki/collector.key\"\n";
-    let config = crate::config::Config::parse(text, "collector.toml", dir.path()).unwrap();
-    let address_file = dir.path().join("data").join(crate::LISTEN_ADDRESS_FILE);
-
+#[tokio::test(start_paused = true)]
+async fn a_restarted_task_that_panics_runs_again_after_the_backoff() {
     let supervisor = Supervisor::new();
-    let listening = address_file.clone();
-    supervisor.critical("fault", CancellationToken::new(), async move {
-        while !listening.exists() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if true {
-            panic!("injected fault");
-        }
-        Ok::<(), String>(())
-    });
-    let never = std::future::pending::<()>();
-    let outcome = tokio::time::timeout(WAIT, crate::run_supervised(config.clone(), supervisor, never))
-        .await
-        .expect("the collector stops by itself");
-    match outcome {
-        Err(crate::RunError::TaskFailed(failure)) => {
-            assert_eq!(
-                (failure.task.as_ref(), failure.reason.as_str()),
-                ("fault", "panicked: injected fault")
-            );
-        }
-        other => panic!("expected a task failure, got {other:?}"),
-    }
-    assert!(!address_file.exists(), "the address file is removed at the stop");
-
-    // Released: the next start gets the data_dir and serves until told to stop.
-    let stop = CancellationToken::new();
-    let next = tokio::spawn(crate::run(config, stop.clone().cancelled_owned()));
-    let bound = tokio::time::timeout(WAIT, async {
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&address_file)
-                && let Ok(addr) = text.trim().parse::<std::net::SocketAddr>()
-            {
-                return addr;
+    let until = CancellationToken::new();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (counted, stop) = (runs.clone(), until.clone());
+    supervisor.restarting("flaky", until.clone(), move || {
+        let (run, stop) = (counted.fetch_add(1, Ordering::SeqCst), stop.clone());
+        async move {
+            if run < 2 {
+                panic!("run {run} fails");
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // A run is not dropped at `until`: it ends then by itself.
+            stop.cancelled().await;
+            Ok::<(), String>(())
         }
-    })
-    .await
-    .expect("the restart listens");
-    assert_ne!(bound.port(), 0, "port 0 is resolved to the bound port");
-    tokio::net::TcpStream::connect(bound).await.expect("it accepts connections on that port");
-    stop.cancel();
-    tokio::time::timeout(WAIT, next).await.expect("stops").unwrap().expect("a clean stop");
+    });
+    // 1 s, then 2 s of backoff: the third run is up by then and stays up.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!((runs.load(Ordering::SeqCst), supervisor.restarts()), (3, 2));
+    assert!(supervisor.failure().is_none());
+    until.cancel();
+    supervisor.wait().await;
+}
+
+#[tokio::test]
+async fn a_drain_names_the_tasks_that_did_not_stop() {
+    let supervisor = Supervisor::new();
+    supervisor.task("unit stuck", std::future::pending());
+    supervisor.task("unit done", async {});
+    tokio::task::yield_now().await;
+    let left = supervisor.drain(tokio::time::Instant::now() + Duration::from_millis(50)).await;
+    assert_eq!(left, ["unit stuck"]);
+}
+
+#[test]
+fn the_backoff_doubles_to_its_cap_and_starts_over_after_a_healthy_run() {
+    let mut backoff = RestartBackoff::default();
+    let delays: Vec<u64> = (0..8).map(|_| backoff.after(Duration::ZERO).as_secs()).collect();
+    assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60]);
+    assert_eq!(backoff.after(HEALTHY_AFTER), RESTART_BACKOFF_MIN);
 }
