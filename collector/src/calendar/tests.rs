@@ -1,4 +1,3 @@
-
 use super::*;
 
 /// A table row: input, and the expected value or a fragment of the expected error.

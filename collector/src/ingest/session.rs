@@ -606,12 +606,9 @@ pub fn sample_time(sampled_at_ms: i64, now: jiff::Timestamp) -> jiff::Timestamp 
     }
 }
 
+/// At most `max` bytes of `text`, cut on a character boundary.
 fn truncate(text: &str, max: usize) -> String {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
+    text[..text.floor_char_boundary(max)].to_owned()
 }
 
 async fn send(outbound: &Outbound, message: CollectorMessage) -> Result<(), Status> {

@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn seen(path: &str, mtime_s: i64, size: Option<u64>) -> SeenFile {

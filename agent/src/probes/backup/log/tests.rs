@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn tail(success: &str, failure: &str) -> Tail {
