@@ -19,6 +19,7 @@ mod drills;
 mod feed;
 mod hold;
 mod latency;
+mod layout;
 mod limits;
 mod loadgen;
 mod mtls;
