@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::alert::{self, AlertEvent, Severity, Status};
+use crate::alert::{Severity, Status};
 use crate::evaluate::{CheckState, Level, StateKey, StateUpdate};
 use crate::identity::AgentIdentity;
 use crate::queue::{CommitReport, Store};
@@ -220,28 +220,20 @@ async fn transition(
         );
         (Status::Firing, state, summary)
     };
-    let fingerprint = alert::fingerprint(&identity.tenant, &identity.agent, CHECK, RULE);
-    let event = AlertEvent {
-        id: alert::new_event_id(),
-        fingerprint: fingerprint.clone(),
+    let event = crate::synthetic::Event {
+        identity,
+        check: CHECK,
+        rule: RULE,
         status,
         severity,
-        tenant: identity.tenant.clone(),
-        agent: identity.agent.clone(),
-        check: CHECK.into(),
-        kind: "agent".into(),
-        rule: RULE.into(),
         summary,
         value: silent_s,
         threshold: config.after.as_secs_f64(),
         started_at: previous.started_at.or(state.started_at).unwrap_or(heard),
-        resolved_at: (status == Status::Resolved).then_some(now),
-        emitted_at: now,
         labels,
-        runbook: None,
-        remediation: None,
-        flapping: false,
-    };
+    }
+    .at(now);
+    let fingerprint = event.fingerprint.clone();
     let update =
         StateUpdate::set(StateKey { check: CHECK.into(), rule: RULE.into() }, fingerprint, state.clone());
     let committed = store

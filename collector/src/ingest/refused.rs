@@ -75,27 +75,19 @@ pub(super) fn transition(
         }
         _ => return None,
     };
-    let event = AlertEvent {
-        id: alert::new_event_id(),
-        fingerprint: fingerprint.clone(),
+    let event = crate::synthetic::Event {
+        identity,
+        check: CHECK,
+        rule: RULE,
         status,
         severity: crate::offline::severity_for(labels),
-        tenant: identity.tenant.clone(),
-        agent: identity.agent.clone(),
-        check: CHECK.into(),
-        kind: "agent".into(),
-        rule: RULE.into(),
         summary,
         value,
         threshold,
         started_at,
-        resolved_at: (status == Status::Resolved).then_some(now),
-        emitted_at: now,
         labels: labels.clone(),
-        runbook: None,
-        remediation: None,
-        flapping: false,
-    };
+    }
+    .at(now);
     Some((event, StateUpdate { key, fingerprint, change }))
 }
 
