@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use super::{Days, Hours, Weekdays, parse_time_zone};
 use crate::alert::Severity;
+use crate::config_error::KeyError;
 
 /// How far [`Coverage::next_business_start`] looks ahead: more than a year, so any run
 /// of holidays is skipped.
@@ -130,7 +131,7 @@ pub struct RawCoverageSet {
 
 impl RawCoverageSet {
     /// Validates the section; `key` is its name (`coverage`).
-    pub fn validate(self, key: &str) -> Result<CoverageSet, String> {
+    pub fn validate(self, key: &str) -> Result<CoverageSet, KeyError> {
         let default = match self.default {
             Some(raw) => Some(raw.validate(&format!("{key}.default"))?),
             None => None,
@@ -138,7 +139,7 @@ impl RawCoverageSet {
         let mut per_tenant = HashMap::with_capacity(self.tenant.len());
         for (tenant, raw) in self.tenant {
             if tenant.is_empty() {
-                return Err(format!("{key}.tenant: \"\" is not a tenant id"));
+                return Err(KeyError::new(format!("{key}.tenant"), "\"\" is not a tenant id"));
             }
             let coverage = raw.validate(&format!("{key}.tenant.{tenant}"))?;
             per_tenant.insert(tenant, coverage);
@@ -166,18 +167,22 @@ pub struct RawCoverage {
 
 impl RawCoverage {
     /// Validates one calendar; `key` names it in errors (`coverage.tenant.acme`).
-    pub fn validate(self, key: &str) -> Result<Coverage, String> {
+    pub fn validate(self, key: &str) -> Result<Coverage, KeyError> {
         let timezone = match &self.timezone {
-            Some(zone) => parse_time_zone(zone).map_err(|message| format!("{key}.timezone: {message}"))?,
+            Some(zone) => {
+                parse_time_zone(zone).map_err(|message| KeyError::new(format!("{key}.timezone"), message))?
+            }
             None => {
-                return Err(format!(
-                    "{key}.timezone: missing; say which zone the business hours are in, e.g. timezone = \"Europe/London\""
+                return Err(KeyError::new(
+                    format!("{key}.timezone"),
+                    "missing; say which zone the business hours are in, e.g. timezone = \"Europe/London\"",
                 ));
             }
         };
         if self.hours.is_empty() {
-            return Err(format!(
-                "{key}.hours: missing; set the business hours, e.g. hours = {{ mon-fri = \"08:00-18:00\" }}"
+            return Err(KeyError::new(
+                format!("{key}.hours"),
+                "missing; set the business hours, e.g. hours = { mon-fri = \"08:00-18:00\" }",
             ));
         }
         let mut days: [Option<Hours>; 7] = [None; 7];
@@ -185,16 +190,20 @@ impl RawCoverage {
         let mut set_by: [Option<&str>; 7] = [None; 7];
         for (spec, text) in &self.hours {
             let field = format!("{key}.hours.{spec}");
-            let weekdays = Weekdays::parse_spec(spec).map_err(|message| format!("{field}: {message}"))?;
-            let hours = Hours::parse(text).map_err(|message| format!("{field}: {message}"))?;
+            let weekdays =
+                Weekdays::parse_spec(spec).map_err(|message| KeyError::new(field.clone(), message))?;
+            let hours = Hours::parse(text).map_err(|message| KeyError::new(field.clone(), message))?;
             for (index, day) in WEEK.into_iter().enumerate() {
                 if !weekdays.contains(day) {
                     continue;
                 }
                 if let Some(earlier) = set_by[index] {
-                    return Err(format!(
-                        "{key}.hours: {} is set by both {earlier:?} and {spec:?}; give each day once",
-                        day_name(day)
+                    return Err(KeyError::new(
+                        format!("{key}.hours"),
+                        format!(
+                            "{} is set by both {earlier:?} and {spec:?}; give each day once",
+                            day_name(day)
+                        ),
                     ));
                 }
                 set_by[index] = Some(spec);
@@ -205,8 +214,9 @@ impl RawCoverage {
         for (index, text) in self.holidays.iter().enumerate() {
             let date: Date =
                 text.parse().ok().filter(|_| text.len() == "YYYY-MM-DD".len()).ok_or_else(|| {
-                    format!(
-                        "{key}.holidays[{index}]: {text:?} is not a date (YYYY-MM-DD, e.g. \"2026-12-25\")"
+                    KeyError::new(
+                        format!("{key}.holidays[{index}]"),
+                        format!("{text:?} is not a date (YYYY-MM-DD, e.g. \"2026-12-25\")"),
                     )
                 })?;
             holidays.push(date);

@@ -12,6 +12,7 @@ use jiff::Timestamp;
 use serde::Deserialize;
 
 use super::{Edge, Hours, MomentError, Schedule, TimeOfDay, Weekdays, parse_moment, parse_time_zone};
+use crate::config_error::KeyError;
 
 /// A check id pattern: `*` matches any run of characters (also none), `?` exactly one;
 /// everything else matches itself, case-sensitively. `disk:*` matches every disk check.
@@ -123,12 +124,12 @@ pub struct Maintenance {
 impl Maintenance {
     /// Validates `[[maintenance]]` entries; `key` is the array's name, so errors read
     /// `maintenance[2].timezone: ...`.
-    pub fn from_raw(raw: Vec<RawMaintenance>, key: &str) -> Result<Maintenance, String> {
+    pub fn from_raw(raw: Vec<RawMaintenance>, key: &str) -> Result<Maintenance, KeyError> {
         let windows = raw
             .into_iter()
             .enumerate()
             .map(|(index, entry)| entry.validate(&format!("{key}[{index}]")))
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, KeyError>>()?;
         Ok(Maintenance { windows })
     }
 
@@ -213,62 +214,93 @@ pub struct RawMaintenance {
 
 impl RawMaintenance {
     /// Validates one entry; `key` names it in errors (`maintenance[0]`).
-    pub fn validate(self, key: &str) -> Result<MaintenanceWindow, String> {
+    pub fn validate(self, key: &str) -> Result<MaintenanceWindow, KeyError> {
         let name = match self.name.as_deref().map(str::trim) {
             Some(name) if !name.is_empty() => name.to_owned(),
-            Some(_) => return Err(format!("{key}.name: empty; name the window, it shows in the alert log")),
-            None => return Err(format!("{key}.name: missing; name the window, it shows in the alert log")),
+            Some(_) => {
+                return Err(KeyError::new(
+                    format!("{key}.name"),
+                    "empty; name the window, it shows in the alert log",
+                ));
+            }
+            None => {
+                return Err(KeyError::new(
+                    format!("{key}.name"),
+                    "missing; name the window, it shows in the alert log",
+                ));
+            }
         };
         let scope = self.scope(key)?;
         let timezone = match &self.timezone {
-            Some(zone) => {
-                Some(parse_time_zone(zone).map_err(|message| format!("{key}.timezone: {message}"))?)
-            }
+            Some(zone) => Some(
+                parse_time_zone(zone).map_err(|message| KeyError::new(format!("{key}.timezone"), message))?,
+            ),
             None => None,
         };
         let one_off = self.start.is_some() || self.end.is_some();
         let weekly = self.days.is_some() || self.from.is_some() || self.to.is_some();
         let schedule = match (one_off, weekly) {
             (true, true) => {
-                return Err(format!(
-                    "{key}: set either start/end (one-off) or days/from/to (weekly), not both"
+                return Err(KeyError::new(
+                    key,
+                    "set either start/end (one-off) or days/from/to (weekly), not both",
                 ));
             }
             (false, false) => {
-                return Err(format!(
-                    "{key}: set either start/end or days/from/to to say when the window is (start/end: once; days/from/to: every week)"
+                return Err(KeyError::new(
+                    key,
+                    "set either start/end or days/from/to to say when the window is (start/end: once; days/from/to: every week)",
                 ));
             }
             (true, false) => {
-                let missing =
-                    |edge: &str| format!("{key}.{edge}: missing; a one-off window needs both start and end");
+                let missing = |edge: &str| {
+                    KeyError::new(
+                        format!("{key}.{edge}"),
+                        "missing; a one-off window needs both start and end",
+                    )
+                };
                 let start = self.start.as_deref().ok_or_else(|| missing("start"))?;
                 let end = self.end.as_deref().ok_or_else(|| missing("end"))?;
                 let start = moment(key, "start", start, timezone.as_ref(), Edge::Start)?;
                 let end = moment(key, "end", end, timezone.as_ref(), Edge::End)?;
                 Schedule::one_off(start, end).map_err(|_| {
-                    format!("{key}.end: {end} is not after start {start}; a window must end after it starts")
+                    KeyError::new(
+                        format!("{key}.end"),
+                        format!("{end} is not after start {start}; a window must end after it starts"),
+                    )
                 })?
             }
             (false, true) => {
                 let timezone = timezone.ok_or_else(|| {
-                    format!("{key}.timezone: missing; say which zone from/to are in, e.g. timezone = \"Europe/Berlin\"")
+                    KeyError::new(
+                        format!("{key}.timezone"),
+                        "missing; say which zone from/to are in, e.g. timezone = \"Europe/Berlin\"",
+                    )
                 })?;
                 let days = match &self.days {
-                    Some(specs) => {
-                        Weekdays::parse_list(specs).map_err(|message| format!("{key}.days: {message}"))?
-                    }
+                    Some(specs) => Weekdays::parse_list(specs)
+                        .map_err(|message| KeyError::new(format!("{key}.days"), message))?,
                     None => Weekdays::ALL,
                 };
                 let time = |field: &str, text: &str| {
-                    TimeOfDay::parse(text).map_err(|message| format!("{key}.{field}: {message}"))
+                    TimeOfDay::parse(text).map_err(|message| KeyError::new(format!("{key}.{field}"), message))
                 };
                 let hours = match (self.from.as_deref(), self.to.as_deref()) {
                     (Some(from), Some(to)) => Hours::new(time("from", from)?, time("to", to)?)
-                        .map_err(|message| format!("{key}.to: {message}"))?,
+                        .map_err(|message| KeyError::new(format!("{key}.to"), message))?,
                     (None, None) => Hours::WHOLE_DAY,
-                    (Some(_), None) => return Err(format!("{key}.to: missing; set when the window closes")),
-                    (None, Some(_)) => return Err(format!("{key}.from: missing; set when the window opens")),
+                    (Some(_), None) => {
+                        return Err(KeyError::new(
+                            format!("{key}.to"),
+                            "missing; set when the window closes",
+                        ));
+                    }
+                    (None, Some(_)) => {
+                        return Err(KeyError::new(
+                            format!("{key}.from"),
+                            "missing; set when the window opens",
+                        ));
+                    }
                 };
                 Schedule::Weekly { days, hours, timezone }
             }
@@ -277,26 +309,33 @@ impl RawMaintenance {
     }
 
     /// Validates an entry that must be a silence (one-off); `key` names it in errors.
-    pub fn validate_silence(self, key: &str) -> Result<MaintenanceWindow, String> {
+    pub fn validate_silence(self, key: &str) -> Result<MaintenanceWindow, KeyError> {
         if self.start.is_none() && self.end.is_none() {
-            return Err(format!(
-                "{key}: a silence needs start and end; use a maintenance window for a weekly schedule"
+            return Err(KeyError::new(
+                key,
+                "a silence needs start and end; use a maintenance window for a weekly schedule",
             ));
         }
         self.validate(key)
     }
 
-    fn scope(&self, key: &str) -> Result<Scope, String> {
+    fn scope(&self, key: &str) -> Result<Scope, KeyError> {
         let non_empty = |field: &str, value: &Option<String>| match value.as_deref() {
-            Some("") => Err(format!("{key}.{field}: empty; remove the key to match every {field}")),
+            Some("") => Err(KeyError::new(
+                format!("{key}.{field}"),
+                format!("empty; remove the key to match every {field}"),
+            )),
             other => Ok(other.map(str::to_owned)),
         };
         if let Some(label) = self.labels.keys().find(|label| label.is_empty()) {
-            return Err(format!("{key}.labels: {label:?} is not a label name"));
+            return Err(KeyError::new(format!("{key}.labels"), format!("{label:?} is not a label name")));
         }
         let check = match self.check.as_deref() {
             Some("") => {
-                return Err(format!("{key}.check: empty; use \"*\" or remove the key to match every check"));
+                return Err(KeyError::new(
+                    format!("{key}.check"),
+                    "empty; use \"*\" or remove the key to match every check",
+                ));
             }
             other => other.map(Glob::new),
         };
@@ -315,14 +354,12 @@ fn moment(
     text: &str,
     timezone: Option<&jiff::tz::TimeZone>,
     edge: Edge,
-) -> Result<Timestamp, String> {
+) -> Result<Timestamp, KeyError> {
     parse_moment(text, timezone, edge).map_err(|error| match error {
-        MomentError::Invalid => format!(
-            "{key}.{field}: {text:?} is not a date and time; write \"2026-11-28T22:00\" (with timezone) or \"2026-11-28T22:00:00+01:00\""
-        ),
-        MomentError::NeedsTimeZone => format!(
-            "{key}.timezone: missing; {field} {text:?} has no offset, so say which zone it is in, e.g. timezone = \"Europe/Berlin\""
-        ),
+        MomentError::Invalid => KeyError::new(format!("{key}.{field}"), format!("{text:?} is not a date and time; write \"2026-11-28T22:00\" (with timezone) or \"2026-11-28T22:00:00+01:00\""
+        )),
+        MomentError::NeedsTimeZone => KeyError::new(format!("{key}.timezone"), format!("missing; {field} {text:?} has no offset, so say which zone it is in, e.g. timezone = \"Europe/Berlin\""
+        )),
     })
 }
 

@@ -336,16 +336,10 @@ impl RawConfig {
                 Arc::new(PolicySet::load(path).map_err(|policies| error("policies", policies.to_string()))?)
             }
         };
-        // The calendar validators name the key in front of their message
-        // (`maintenance[1].timezone: ...`); keep it as the error's key.
-        let calendar_error = |fallback: &str, text: String| match text.split_once(": ") {
-            Some((key, message)) if !key.contains(' ') => error(key, message.to_owned()),
-            _ => error(fallback, text),
-        };
         let maintenance = Maintenance::from_raw(self.maintenance, "maintenance")
-            .map_err(|text| calendar_error("maintenance", text))?;
+            .map_err(|error| document.key_error(error))?;
         let coverage = match self.coverage {
-            Some(raw) => raw.validate("coverage").map_err(|text| calendar_error("coverage", text))?,
+            Some(raw) => raw.validate("coverage").map_err(|error| document.key_error(error))?,
             None => CoverageSet::default(),
         };
         let sinks = crate::sinks::validate_all(self.sink, base).map_err(|error| document.key_error(error))?;

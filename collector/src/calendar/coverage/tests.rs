@@ -209,7 +209,7 @@ fn validation_errors_name_the_key() {
     ];
     for (toml_text, expected) in cases {
         let raw: RawCoverage = toml::from_str(toml_text).unwrap();
-        let error = raw.validate("coverage.tenant.acme").unwrap_err();
+        let error = raw.validate("coverage.tenant.acme").unwrap_err().to_string();
         assert!(error.starts_with(expected), "got {error:?}, want {expected:?}");
     }
     let unknown = toml::from_str::<RawCoverageSet>("[tenants.acme]\ntimezone = \"UTC\"").unwrap_err();
